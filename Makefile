@@ -1,0 +1,35 @@
+# Two commands a new user needs: `make demo` and `make test`. Each (re)creates .venv as needed.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export RAY_AUTH_MODE ?= token
+export DS_ACCELERATOR ?= cpu
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test bench down clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@# DeepSpeed compiles a small C++ op on first use (~30 s); build it once here, cached in
+	@# TORCH_EXTENSIONS_DIR (~/.cache/torch_extensions), not inside every job and test.
+	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv  ## start Ray + MLflow, pretrain on 2 workers under ZeRO-2, leave the services up
+	$(VENV)/bin/ringbit demo
+
+test: venv  ## the whole test suite (real Ray, DeepSpeed and MLflow)
+	$(PY) -m pytest
+
+bench: venv  ## Ray Train + DeepSpeed vs torchrun + DeepSpeed tokens/s
+	$(PY) benchmarks/ray_overhead.py
+
+down: venv
+	$(VENV)/bin/ringbit down
+
+clean:
+	rm -rf $(VENV) .pytest_cache

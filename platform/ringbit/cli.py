@@ -1,0 +1,299 @@
+"""`ringbit`: local platform services, job submission, evaluation.
+
+Errors a user can cause print one clear message (no traceback): exit 2 for usage and config
+errors, 1 for everything else that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from ringbit.config import ConfigError, PretrainConfig, load_config, to_yaml
+
+app = typer.Typer(
+    help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+# workflow -> (config schema, Ray job script, in-process runner)
+def _pretrain_runner(cfg):
+    from ringbit.train.pretrain import run_pretrain
+
+    return run_pretrain(cfg)
+
+
+WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
+    "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
+}
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Job YAML, e.g. jobs/configs/demo.yaml.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Dotted override, repeatable: --set train.lr=3e-4 --set workers.num_workers=2."),
+]
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Platform home (default $RINGBIT_HOME or ~/.ringbit).")]
+AddressOpt = Annotated[
+    Optional[str], typer.Option("--address", help="Ray dashboard / Jobs API URL (default: the local platform).")
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def _settings(home: Path | None = None):
+    from ringbit.services import PlatformSettings
+
+    return PlatformSettings.from_env(home=home) if home else PlatformSettings.from_env()
+
+
+def _load(workflow: str, config: Path, overrides: list[str] | None):
+    if workflow not in WORKFLOWS:
+        raise fail(f"unknown workflow {workflow!r}; choose one of: {', '.join(WORKFLOWS)}", 2)
+    try:
+        return load_config(WORKFLOWS[workflow][0], config, overrides)
+    except ConfigError as exc:
+        raise fail(f"invalid config {config}:\n{exc}", 2) from None
+
+
+# ---------------------------------------------------------------------------------- services
+
+
+@app.command()
+def up(home: HomeOpt = None) -> None:
+    """Start the local Ray head (dashboard + Jobs API) and MLflow server in the background."""
+    from ringbit.services import ServiceError, up as start
+
+    settings = _settings(home)
+    typer.echo(f"starting services (home {settings.home}) …")
+    try:
+        state = start(settings)
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+    _print_status(state)
+
+
+@app.command()
+def down(home: HomeOpt = None) -> None:
+    """Stop the services `ringbit up` started (nothing else)."""
+    from ringbit.services import down as stop
+
+    stopped = stop(_settings(home))
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show Ray and MLflow: running, healthy, URL."""
+    from ringbit.services import status as get_status
+
+    state = get_status(_settings(home))
+    if as_json:
+        typer.echo(json.dumps(state, indent=2, default=str))
+    else:
+        _print_status(state)
+    if not all(s.get("healthy") for k, s in state.items() if isinstance(s, dict)):
+        raise typer.Exit(1)
+
+
+def _print_status(state: dict) -> None:
+    for name in ("ray", "mlflow"):
+        s = state.get(name, {})
+        mark = "healthy" if s.get("healthy") else ("running, not healthy" if s.get("running") else "stopped")
+        typer.echo(f"{name:7s} {mark:22s} {s.get('url', '')}")
+
+
+# ---------------------------------------------------------------------------------- jobs
+
+
+def _address(address: str | None) -> str:
+    return address or _settings().dashboard_url
+
+
+@app.command()
+def submit(
+    workflow: Annotated[str, typer.Argument(help=f"Workflow to run: {', '.join(WORKFLOWS)}.")],
+    config: ConfigOpt,
+    overrides: SetOpt = None,
+    name: Annotated[Optional[str], typer.Option(help="Job name; the same name resumes that job.")] = None,
+    address: AddressOpt = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI the job logs to.")] = None,
+    python: Annotated[Optional[str], typer.Option(help="Interpreter on the cluster (default: this one).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config only.")] = False,
+    follow_logs: Annotated[bool, typer.Option("--follow/--no-follow", help="Show progress until the job ends.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every log line.")] = False,
+) -> None:
+    """Submit a job through the Ray Jobs API and follow it with a progress bar."""
+    overrides = list(overrides or [])
+    if name:
+        overrides.append(f"name={name}")
+    cfg = _load(workflow, config, overrides)
+    if cfg.name is None:  # fix the name now so the job can be found and resumed by it
+        cfg = cfg.model_copy(update={"name": time.strftime(f"{workflow}-%Y%m%d-%H%M%S")})
+        overrides.append(f"name={cfg.name}")
+    if dry_run:
+        typer.echo(to_yaml(cfg), nl=False)
+        return
+    from ringbit import jobs
+    from ringbit.tracking import resolve_tracking_uri
+
+    settings = _settings()
+    env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri(mlflow_uri or cfg.mlflow.tracking_uri),
+           "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(settings.home)}
+    try:
+        entry = jobs.entrypoint(WORKFLOWS[workflow][1], config, overrides, python or sys.executable)
+        job_id = jobs.submit(_address(address), entry, cfg.name, env)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    except Exception as exc:  # connection refused, auth: say what to do
+        raise fail(f"could not submit to {_address(address)}: {exc}\n"
+                   "is the platform up? run `ringbit up` (or pass --address)") from None
+    typer.echo(f"submitted {job_id} (name {cfg.name})")
+    if not follow_logs:
+        return
+    final = jobs.follow(_address(address), job_id, settings.home / "logs" / f"{job_id}.log", verbose)
+    typer.echo(f"job {job_id}: {final}")
+    if final not in ("SUCCEEDED", "DETACHED"):
+        raise typer.Exit(1)
+
+
+@app.command("jobs")
+def list_jobs(address: AddressOpt = None) -> None:
+    """List Ray jobs on the cluster."""
+    from ringbit.jobs import job_client
+
+    for job in sorted(job_client(_address(address)).list_jobs(), key=lambda j: j.start_time or 0):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((job.start_time or 0) / 1000))
+        typer.echo(f"{job.submission_id or job.job_id:40s} {str(job.status.value):10s} {started}  {job.entrypoint}")
+
+
+@app.command()
+def logs(
+    job_id: str,
+    address: AddressOpt = None,
+    follow_logs: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
+) -> None:
+    """Print a job's logs."""
+    from ringbit import jobs
+
+    if follow_logs:
+        jobs.follow(_address(address), job_id, _settings().home / "logs" / f"{job_id}.log", verbose=True)
+    else:
+        typer.echo(jobs.job_client(_address(address)).get_job_logs(job_id), nl=False)
+
+
+@app.command()
+def stop(job_id: str, address: AddressOpt = None) -> None:
+    """Stop a running job (its MLflow run is marked KILLED; resubmit the name to resume)."""
+    from ringbit.jobs import job_client
+
+    stopped = job_client(_address(address)).stop_job(job_id)
+    typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+@app.command("eval-ppl")
+def eval_ppl(
+    model: Annotated[str, typer.Option(help="Model folder, MLflow run id, runs:/… or models:/name@alias.")],
+    data: Annotated[str, typer.Option(help="Text file (or builtin:python-docs) to score.")],
+    context: Annotated[Optional[int], typer.Option(help="Window length (default: the model's max_seq_len).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Window step (default: context // 2).")] = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI for run/registry models.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Log-perplexity of a model on a text, with a sliding window for long texts."""
+    import torch
+    from tqdm import tqdm
+
+    from ringbit.data.corpus import BUILTIN
+    from ringbit.data.tokenizer import EOS
+    from ringbit.models.io import load_model_dir
+    from ringbit.tracking import resolve_model_ref
+    from ringbit.train.perplexity import perplexity, sliding_window_nll
+
+    if data != BUILTIN and not Path(data).is_file():
+        raise fail(f"--data {data!r}: no such file", 2)
+    try:
+        lm, tok = load_model_dir(resolve_model_ref(model, mlflow_uri))
+    except FileNotFoundError as exc:
+        raise fail(str(exc), 2) from None
+    if data == BUILTIN:
+        from ringbit.data.corpus import builtin_documents
+
+        text = EOS.join(builtin_documents())
+    else:
+        text = Path(data).read_text(errors="replace")
+    ids = torch.tensor(tok.encode(text).ids)
+    ctx = context or lm.cfg.max_seq_len
+    if ctx > lm.cfg.max_seq_len:
+        raise fail(f"--context {ctx} exceeds the model's max_seq_len {lm.cfg.max_seq_len}", 2)
+    step = stride or max(1, ctx // 2)
+    if not 0 < step <= ctx:
+        raise fail(f"--stride must be between 1 and the context ({ctx})", 2)
+    with tqdm(total=len(ids), unit="tok", desc="eval-ppl", disable=as_json) as bar:
+        total, count = sliding_window_nll(lm, ids, ctx, step, progress=lambda n: bar.update(n - bar.n))
+    if count == 0:
+        raise fail("the text has fewer than 2 tokens", 2)
+    loss, ppl = perplexity(total, count)
+    result = {"log_ppl": loss, "ppl": ppl, "tokens": count, "context": ctx, "stride": step}
+    typer.echo(json.dumps(result) if as_json else
+               f"log-perplexity {loss:.4f}   perplexity {ppl:.3f}   ({count} tokens, context {ctx}, stride {step})")
+
+
+# ---------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    config: Annotated[Path, typer.Option("--config", "-c")] = Path("jobs/configs/demo.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Bring the platform up, pretrain the demo model with 2 workers under ZeRO-2, show results."""
+    from ringbit.jobs import REPO_ROOT
+
+    config = config if config.exists() else REPO_ROOT / config
+    _load("pretrain", config, overrides)  # fail fast, before anything starts
+    up()
+    submit("pretrain", config, overrides=overrides, name=None, address=None, mlflow_uri=None,
+           python=None, dry_run=False, follow_logs=True, verbose=False)
+    settings = _settings()
+    typer.echo(f"\nMLflow UI:      {settings.mlflow_url}  (experiment ringbit-pretrain, model ringbit-lm)")
+    typer.echo(f"Ray dashboard:  {settings.dashboard_url}")
+    typer.echo("Services keep running; stop them with: ringbit down")
+
+
+# ---------------------------------------------------------------------------------- entrypoints
+
+
+def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
+    """`python jobs/<workflow>.py --config X [--set k=v]`: the same code as `ringbit submit`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"jobs/{workflow}.py", description=f"Run the {workflow} job.")
+    parser.add_argument("--config", required=True, help="job YAML")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY.PATH=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(WORKFLOWS[workflow][0], args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: invalid config {args.config}:\n{exc}", file=sys.stderr)
+        return 2
+    WORKFLOWS[workflow][2](cfg)
+    return 0
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Typed job configs: YAML in jobs/configs/, dotted `--set` overrides, errors that name the field.
+
+Every job is a pydantic model. `load_config` merges the YAML file with overrides and validates
+everything before a job starts; a `ConfigError` carries one line per problem ("train.lr: ...").
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config the user must fix; the message names each field and what it accepts."""
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining
+# --------------------------------------------------------------------------------------------
+
+
+class ModelConfig(StrictModel):
+    """Decoder-only transformer (RMSNorm, RoPE, SwiGLU)."""
+
+    vocab_size: int = Field(4096, ge=256, description="Tokenizer and embedding vocabulary size.")
+    d_model: int = Field(128, ge=8, description="Hidden size.")
+    n_layers: int = Field(2, ge=1, description="Number of transformer blocks.")
+    n_heads: int = Field(4, ge=1, description="Query heads; d_model must divide by it.")
+    n_kv_heads: int | None = Field(
+        None, ge=1, description="Key/value heads (GQA/MQA); None = n_heads. Must divide n_heads."
+    )
+    ffn_hidden: int | None = Field(
+        None, ge=8, description="SwiGLU hidden size; None = 8/3 * d_model rounded up to 64."
+    )
+    max_seq_len: int = Field(256, ge=8, description="Longest sequence RoPE tables are built for.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
+    norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
+    tie_embeddings: bool = Field(True, description="Share token embedding and LM-head weights.")
+    init_std: float = Field(0.02, gt=0, description="Std of the normal weight init.")
+    attention: Literal["sdpa"] = Field(
+        "sdpa", description="Attention implementation (the attention seam); sdpa = torch SDPA."
+    )
+    linear: Literal["dense"] = Field(
+        "dense", description="Linear-layer factory (the linear seam); dense = nn.Linear."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.n_heads % self.kv_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.kv_heads})"
+            )
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def hidden(self) -> int:
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        return int(math.ceil(8 * self.d_model / 3 / 64) * 64)
+
+
+class DataConfig(StrictModel):
+    """Where the text comes from and how it becomes fixed-length token sequences."""
+
+    corpus: str = Field(
+        "builtin:python-docs",
+        description=(
+            "'builtin:python-docs' (English documentation shipped inside Python, works offline) "
+            "or a path to a .txt/.jsonl/.parquet file or a directory of them."
+        ),
+    )
+    text_field: str = Field("text", description="Column holding the text in JSONL/Parquet input.")
+    seq_len: int = Field(128, ge=8, description="Tokens per training sequence (context length).")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="Share of documents held out for validation."
+    )
+    seed: int = Field(0, description="Seed for the train/validation split.")
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "Where prepared shards are cached (shared storage on a multi-node cluster); "
+            "None = <ringbit home>/data."
+        ),
+    )
+    min_frequency: int = Field(2, ge=1, description="BPE merges need at least this many pairs.")
+
+
+class TrainConfig(StrictModel):
+    """Optimisation, schedule and the eval/checkpoint cadence."""
+
+    max_steps: int = Field(200, ge=1, description="Optimizer steps in total.")
+    micro_batch_size: int = Field(8, ge=1, description="Sequences per worker per forward pass.")
+    global_batch_size: int = Field(
+        16,
+        ge=1,
+        description=(
+            "Sequences per optimizer step over all workers; must divide by "
+            "micro_batch_size * workers (the quotient is gradient accumulation)."
+        ),
+    )
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a fraction of lr.")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Decay after warmup."
+    )
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (matrices only).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 = off.")
+    eval_interval: int = Field(25, ge=1, description="Steps between validation passes.")
+    eval_batches: int | None = Field(
+        None, ge=1, description="Cap on validation batches per worker; None = whole split."
+    )
+    checkpoint_interval: int = Field(25, ge=1, description="Steps between checkpoints.")
+    log_interval: int = Field(5, ge=1, description="Steps between progress lines.")
+    seed: int = Field(0, description="Seed for init and data order.")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainConfig":
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be smaller than max_steps ({self.max_steps})"
+            )
+        return self
+
+
+class DeepSpeedConfig(StrictModel):
+    """DeepSpeed engine settings."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage (0 = plain data parallel).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPUs that support it, else fp32."
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Merged last into the DeepSpeed config dict (advanced)."
+    )
+
+
+class WorkersConfig(StrictModel):
+    """Ray Train scaling and fault tolerance."""
+
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (processes).")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL); False = CPU with gloo.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per worker.")
+    max_failures: int = Field(1, ge=0, description="Worker-group restarts before the run fails.")
+    storage_path: str | None = Field(
+        None, description="Ray Train checkpoint storage; None = <ringbit home>/runs."
+    )
+
+
+class TrackingConfig(StrictModel):
+    """MLflow tracking and registry."""
+
+    experiment: str = Field("ringbit-pretrain", description="MLflow experiment name.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow server; None = $MLFLOW_TRACKING_URI or the local platform."
+    )
+    registered_model: str | None = Field(
+        "ringbit-lm", description="Registry name for the final model; None = do not register."
+    )
+    alias: str = Field("latest", description="Alias set on the new model version.")
+
+
+class PretrainConfig(StrictModel):
+    """A pretraining job: the name is the resume key (same name = continue that run)."""
+
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Job/run name; resubmitting the same name resumes it. None = timestamped.",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    mlflow: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "PretrainConfig":
+        per_pass = self.train.micro_batch_size * self.workers.num_workers
+        if self.train.global_batch_size % per_pass:
+            raise ValueError(
+                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
+                f"train.micro_batch_size * workers.num_workers ({per_pass}); "
+                f"try {per_pass * max(1, round(self.train.global_batch_size / per_pass))}"
+            )
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len "
+                f"({self.model.max_seq_len}); raise model.max_seq_len or lower data.seq_len"
+            )
+        return self
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.train.global_batch_size // (
+            self.train.micro_batch_size * self.workers.num_workers
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: YAML + dotted overrides -> validated model, with readable errors
+# --------------------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 0.0003); the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass --config jobs/configs/<name>.yaml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    return data
+
+
+def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at `loc`'s parent, to suggest after an unknown key."""
+    model: Any = schema
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def format_validation_error(exc: ValidationError, schema: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(config)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(schema, loc)
+            lines.append(f"{where}: unknown key; allowed here: {', '.join(allowed)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        if err["type"] not in ("value_error", "missing") and not isinstance(got, dict):
+            msg += f" (got {got!r})"
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(schema: type[M], data: dict[str, Any]) -> M:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, schema)) from None
+
+
+def load_config(
+    schema: type[M], path: str | Path | None, overrides: list[str] | None = None
+) -> M:
+    """Read YAML (optional), apply `--set` overrides, validate; raise ConfigError on any problem."""
+    data = read_yaml(path) if path is not None else {}
+    return validate(schema, apply_overrides(data, list(overrides or [])))
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the resolved config as MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

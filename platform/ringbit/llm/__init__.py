@@ -1,0 +1,1 @@
+"""Language-model clients and the MLflow pyfunc wrapper."""

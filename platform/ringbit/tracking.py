@@ -1,0 +1,160 @@
+"""MLflow glue: one run per job (found again by job name on resume), params from the resolved
+config, buffered metrics, FAILED/KILLED on crash, and the model registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+JOB_TAG = "ringbit.job_name"
+MAX_PARAM_LEN = 6000
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """Explicit value, else $MLFLOW_TRACKING_URI, else the local platform's MLflow server."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from ringbit.services import PlatformSettings
+
+    return PlatformSettings.from_env().mlflow_url
+
+
+def git_commit(repo: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent, capture_output=True,
+            text=True, timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+def start_or_resume_run(client: MlflowClient, experiment: str, job_name: str) -> tuple[str, bool]:
+    """(run_id, resumed): the run tagged with this job name, else a new one."""
+    exp_id = experiment_id(client, experiment)
+    found = client.search_runs([exp_id], f"tags.`{JOB_TAG}` = '{job_name}'", max_results=1,
+                               order_by=["attributes.start_time DESC"])
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id, True
+    run = client.create_run(exp_id, run_name=job_name, tags={JOB_TAG: job_name})
+    return run.info.run_id, False
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Params are immutable in MLflow: on resume only new keys are logged."""
+    existing = client.get_run(run_id).data.params
+    items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items() if k not in existing]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def default_tags() -> dict[str, str]:
+    tags = {"git.commit": git_commit(), "host": socket.gethostname()}
+    job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_JOB_ID")
+    if job_id:
+        tags["ray.job_id"] = job_id
+    return tags
+
+
+class MetricBuffer:
+    """Metrics held back until the step they belong to is checkpointed.
+
+    A resumed job re-runs the steps after its last checkpoint; flushing only checkpointed steps
+    keeps the run's history one continuous curve with no duplicate or orphaned points.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.pending: list[Metric] = []
+
+    def add(self, step: int, **values: float) -> None:
+        ts = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), ts, step) for k, v in values.items())
+
+    def flush(self) -> None:
+        for i in range(0, len(self.pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self.pending[i : i + 1000])
+        self.pending = []
+
+
+def run_url(tracking_uri: str, client: MlflowClient, run_id: str) -> str:
+    run = client.get_run(run_id)
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def log_and_register_model(
+    tracking_uri: str, run_id: str, model_dir: Path, registered_name: str | None, alias: str
+) -> str | None:
+    """Log the model folder as a models-from-code pyfunc, register it, point the alias at it.
+
+    Returns the `models:/name@alias` URI (None when registration is off).
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    code = Path(__file__).parent / "llm" / "mlflow_pyfunc.py"
+    # Leaving this context marks the run FINISHED: call it as the job's last step.
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(Path(__file__).parent)],
+            pip_requirements=["torch", "tokenizers", "safetensors", "pydantic", "mlflow"],
+        )
+    if not registered_name:
+        return None
+    version = mlflow.register_model(info.model_uri, registered_name)
+    client = MlflowClient(tracking_uri)
+    client.set_registered_model_alias(registered_name, alias, version.version)
+    client.set_model_version_tag(registered_name, version.version, "ringbit.run_id", run_id)
+    return f"models:/{registered_name}@{alias}"
+
+
+def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
+    """A local model folder for a path, an MLflow run id, runs:/ or models:/ URI."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    if ref.startswith(("models:/", "runs:/")):
+        uri = ref
+    elif len(ref) == 32 and all(c in "0123456789abcdef" for c in ref):
+        uri = f"runs:/{ref}/model"
+    else:
+        raise FileNotFoundError(
+            f"--model {ref!r} is not a folder, an MLflow run id, runs:/... or models:/name@alias"
+        )
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    # A pyfunc model keeps our folder under artifacts/<name>.
+    for candidate in (local, local / "artifacts" / "model_dir", *local.glob("artifacts/*")):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"{uri} holds no ringbit model folder (config.json not found)")

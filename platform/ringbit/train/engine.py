@@ -1,0 +1,63 @@
+"""DeepSpeed config and the optimizer/LR schedule handed to it (no Ray here)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ringbit.config import PretrainConfig, TrainConfig
+
+
+def use_bf16(precision: str, on_gpu: bool) -> bool:
+    if precision == "bf16":
+        return True
+    return precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
+
+
+def deepspeed_config(cfg: PretrainConfig, on_gpu: bool) -> dict[str, Any]:
+    bf16 = use_bf16(cfg.deepspeed.precision, on_gpu)
+    ds: dict[str, Any] = {
+        "train_batch_size": cfg.train.global_batch_size,
+        "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "gradient_clipping": cfg.train.grad_clip,
+        "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},
+        # The optimizer is torch's AdamW (no compiled DeepSpeed op needed on CPU).
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    ds.update(cfg.deepspeed.extra)
+    return ds
+
+
+def lr_multiplier(t: TrainConfig):
+    """Linear warmup, then cosine/linear decay to min_lr_ratio (or constant)."""
+
+    def f(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if t.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; norms and other vectors are left alone (standard AdamW practice)."""
+    unique = {id(p): p for p in model.parameters() if p.requires_grad}.values()
+    decay = [p for p in unique if p.dim() >= 2]
+    rest = [p for p in unique if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainConfig):
+    opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(t))

@@ -1,0 +1,140 @@
+"""The Ray Train worker loop: a DeepSpeed engine around the model, deterministic batches,
+validation perplexity reduced as sums, checkpoints through ray.train.report."""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ringbit.config import PretrainConfig
+from ringbit.data.loader import TrainBatches, eval_batches
+from ringbit.data.prepare import load_split
+from ringbit.models import Transformer
+from ringbit.models.io import save_model_dir
+from ringbit.train.engine import build_optimizer, deepspeed_config
+from ringbit.train.perplexity import all_reduce_sums, nll_sums, perplexity
+
+CHECKPOINT_TAG = "ckpt"
+PROGRESS_PREFIX = "[ringbit] step="
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _all_reduce(value: float, op=dist.ReduceOp.SUM, device="cpu") -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return t.item()
+
+
+def evaluate(engine, rows, rank: int, world: int, cfg: PretrainConfig, device) -> tuple[float, float]:
+    engine.eval()
+    batches = eval_batches(rows, rank, world, cfg.train.micro_batch_size, cfg.train.eval_batches)
+    total, count = all_reduce_sums(*nll_sums(engine, batches, device), device=device)
+    engine.train()
+    return perplexity(total, count)
+
+
+def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on rank 0 (ZeRO-3 shards gathered; every rank must call this)."""
+    if zero_stage == 3:
+        sd = engine._zero3_consolidated_16bit_state_dict()
+    else:
+        sd = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+    if sd is not None and "lm_head.weight" not in sd and "embed.weight" in sd:
+        sd["lm_head.weight"] = sd["embed.weight"]  # tied weights may be listed once
+    return sd
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = PretrainConfig.model_validate(config["job"])
+    # Choose DeepSpeed's accelerator before it is imported (it decides once, at import).
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed)
+
+    model = Transformer(cfg.model)
+    optimizer, scheduler = build_optimizer(model, cfg.train)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, device.type == "cuda"),
+    )
+
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            _, client_state = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
+        start = int(client_state["step"])
+        if rank == 0:
+            print(f"[ringbit] resumed from checkpoint at step {start}", flush=True)
+
+    data_dir = Path(config["data_dir"])
+    train_rows, val_rows = load_split(data_dir, "train"), load_split(data_dir, "val")
+    batches = TrainBatches(train_rows, rank, world, cfg.train.micro_batch_size, cfg.train.seed)
+    buffer = None
+    if rank == 0 and config.get("run_id"):
+        from mlflow.tracking import MlflowClient
+
+        from ringbit.tracking import MetricBuffer
+
+        buffer = MetricBuffer(MlflowClient(config["tracking_uri"]), config["run_id"])
+
+    accum, t = cfg.grad_accum_steps, cfg.train
+    tokens_per_step = t.global_batch_size * cfg.data.seq_len
+    for step in range(start, t.max_steps):
+        began = time.perf_counter()
+        loss_sum = 0.0
+        for micro in range(accum):
+            batch = batches.batch(step * accum + micro).to(device)
+            logits = engine(batch[:, :-1])
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.item()
+        done = step + 1
+        metrics: dict[str, float] = {
+            "train_loss": _all_reduce(loss_sum / accum, device=device) / world,
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_s": tokens_per_step / (time.perf_counter() - began),
+            "peak_memory_mb": _all_reduce(peak_memory_mb(device), dist.ReduceOp.MAX, device),
+        }
+        is_eval = done % t.eval_interval == 0 or done == t.max_steps
+        is_ckpt = done % t.checkpoint_interval == 0 or done == t.max_steps
+        if is_eval:
+            metrics["val_loss"], metrics["val_ppl"] = evaluate(engine, val_rows, rank, world, cfg, device)
+        if buffer:
+            buffer.add(done, **metrics)
+        if rank == 0 and (is_eval or done % t.log_interval == 0 or done == start + 1):
+            shown = " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+            print(f"{PROGRESS_PREFIX}{done}/{t.max_steps} {shown}", flush=True)
+        if is_ckpt:
+            final_weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
+                if final_weights is not None and rank == 0:
+                    tok = (data_dir / "tokenizer.json").read_text()
+                    save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok)
+                ray.train.report({**metrics, "step": done}, checkpoint=Checkpoint.from_directory(tmp))
+            if buffer:
+                buffer.flush()  # only now are these steps safe from being re-run
+        elif is_eval:
+            ray.train.report({**metrics, "step": done})

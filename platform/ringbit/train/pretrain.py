@@ -1,0 +1,116 @@
+"""Driver of a pretraining job: prepare data, open (or reopen) the MLflow run, fit a Ray Train
+TorchTrainer, then log and register the model. Runs inside a Ray job or on its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ringbit.config import PretrainConfig, flatten, to_yaml
+
+
+def job_name(cfg: PretrainConfig) -> str:
+    return cfg.name or time.strftime("pretrain-%Y%m%d-%H%M%S")
+
+
+def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    from ringbit import tracking
+    from ringbit.data.prepare import prepare
+    from ringbit.services import PlatformSettings, ensure_client_env
+
+    ensure_client_env()
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ringbit.models import Transformer, count_parameters
+    from ringbit.train.loop import train_loop_per_worker
+
+    name = job_name(cfg)
+    home = PlatformSettings.from_env().home
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    data_dir = prepare(cfg.data, cfg.model.vocab_size, cfg.data.cache_dir or home / "data", log=log)
+
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    client = MlflowClient(uri)
+    run_id, resumed = tracking.start_or_resume_run(client, cfg.mlflow.experiment, name)
+    log(f"[ringbit] mlflow run {run_id} ({'resumed' if resumed else 'new'}): "
+        f"{tracking.run_url(uri, client, run_id)}")
+    n_params = count_parameters(Transformer(cfg.model))
+    tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")),
+                                         "derived.grad_accum_steps": cfg.grad_accum_steps,
+                                         "derived.n_params": n_params,
+                                         "derived.data_dir": str(data_dir)})
+    tracking.set_tags(client, run_id, tracking.default_tags())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(to_yaml(cfg))
+        client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
+    client.log_artifact(run_id, str(data_dir / "tokenizer.json"))
+
+    def killed(signum, frame):  # `ringbit stop` / `ray job stop` sends SIGTERM first
+        client.set_terminated(run_id, "KILLED")
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, killed)
+    storage = Path(cfg.workers.storage_path or home / "runs").expanduser().resolve()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": cfg.model_dump(mode="json") | {"name": name},
+                           "data_dir": str(data_dir), "run_id": run_id, "tracking_uri": uri},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
+            resources_per_worker={"CPU": cfg.workers.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    log(f"[ringbit] training {n_params:,} parameters on {cfg.workers.num_workers} workers "
+        f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps)")
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as ckpt:
+            model_dir = Path(ckpt) / "model"
+            registered = tracking.log_and_register_model(
+                uri, run_id, model_dir, cfg.mlflow.registered_model, cfg.mlflow.alias)
+            sample = _sample(model_dir)
+    except BaseException:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    client.set_terminated(run_id, "FINISHED")
+    summary = {
+        "name": name, "run_id": run_id, "run_url": tracking.run_url(uri, client, run_id),
+        "registered_model": registered, "val_ppl": result.metrics.get("val_ppl"),
+        "val_loss": result.metrics.get("val_loss"), "step": result.metrics.get("step"),
+        "sample": sample,
+    }
+    log(f"[ringbit] done: val_ppl={summary['val_ppl']:.3f} step={summary['step']}")
+    log(f"[ringbit] run: {summary['run_url']}")
+    if registered:
+        log(f"[ringbit] registered model: {registered}")
+    log(f"[ringbit] sample: {sample!r}")
+    return summary
+
+
+def _sample(model_dir: Path, prompt: str = "The for statement") -> str:
+    import torch
+
+    from ringbit.models.io import load_model_dir
+
+    model, tok = load_model_dir(model_dir)
+    ids = torch.tensor([tok.encode(prompt).ids])
+    return prompt + tok.decode(model.generate(ids, 24)[0, ids.shape[1]:].tolist())

@@ -1,0 +1,101 @@
+import pytest
+
+from conftest import REPO, ringbit
+from ringbit.config import ConfigError, PretrainConfig, flatten, load_config
+
+CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = load_config(PretrainConfig, path)
+    assert cfg.train.global_batch_size % (cfg.train.micro_batch_size * cfg.workers.num_workers) == 0
+
+
+def test_dotted_override_is_typed():
+    cfg = load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml",
+                      ["train.lr=3e-4", "deepspeed.zero_stage=3", "model.tie_embeddings=false"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.deepspeed.zero_stage == 3
+    assert cfg.model.tie_embeddings is False
+
+
+@pytest.mark.parametrize(
+    "override, must_name",
+    [
+        ("train.lrr=1", "train.lrr: unknown key; allowed here:"),  # typo
+        ("bogus.x=1", "bogus: unknown key"),
+        ("train.lr=fast", "train.lr"),  # wrong type
+        ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),  # not an allowed value
+        ("train.global_batch_size=12", "train.global_batch_size (12) must be a multiple of"),
+        ("model.n_heads=3", "d_model (64) must be divisible by n_heads (3)"),
+        ("data.seq_len=1000", "data.seq_len (1000) exceeds model.max_seq_len"),
+    ],
+)
+def test_bad_values_name_the_field(override, must_name):
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml", [override])
+    assert must_name in str(info.value)
+
+
+def test_allowed_values_are_listed():
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, None, ["deepspeed.zero_stage=4"])
+    assert "0, 1, 2 or 3" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, None, ["train.lrr=1"])
+    assert "lr," in str(info.value) and "max_steps" in str(info.value)
+
+
+def test_missing_file_and_bad_override_syntax():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(PretrainConfig, "jobs/configs/nope.yaml")
+    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+        load_config(PretrainConfig, None, ["train.lr"])
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(PretrainConfig().model_dump(mode="json"))
+    assert flat["train.lr"] == PretrainConfig().train.lr
+    assert "deepspeed.zero_stage" in flat
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "pretrain", "--config", "jobs/configs/tiny.yaml", "--set", "train.bogus=1", "--dry-run"],
+        ["submit", "pretrain", "--config", "jobs/configs/tiny.yaml", "--set", "workers.num_workers=3", "--dry-run"],
+        ["submit", "pretrain", "--config", "jobs/configs/missing.yaml", "--dry-run"],
+        ["submit", "nosuchjob", "--config", "jobs/configs/tiny.yaml", "--dry-run"],
+    ],
+)
+def test_cli_config_errors_exit_2_without_traceback(args):
+    proc = ringbit(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "error:" in proc.stderr
+
+
+def test_cli_error_names_field_path():
+    proc = ringbit("submit", "pretrain", "--config", "jobs/configs/tiny.yaml", "--set", "train.bogus=1", "--dry-run")
+    assert "train.bogus: unknown key" in proc.stderr
+
+
+def test_job_entrypoint_rejects_bad_config_with_exit_2():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "jobs/pretrain.py", "--config", "jobs/configs/tiny.yaml",
+                           "--set", "train.global_batch_size=7"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "train.global_batch_size (7)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dry_run_prints_resolved_config():
+    proc = ringbit("submit", "pretrain", "--config", "jobs/configs/tiny.yaml", "--set", "train.lr=0.01",
+                   "--name", "dry", "--dry-run", check=True)
+    import yaml
+
+    resolved = yaml.safe_load(proc.stdout)
+    assert resolved["train"]["lr"] == 0.01 and resolved["name"] == "dry"
+    assert resolved["deepspeed"]["zero_stage"] == 2

@@ -1,0 +1,90 @@
+import torch
+
+from ringbit.config import ModelConfig
+from ringbit.models import Transformer, count_parameters
+from ringbit.models.io import load_model_dir, save_model_dir
+
+SMALL = ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)
+
+
+def test_forward_shape_and_finite():
+    torch.manual_seed(0)
+    model = Transformer(SMALL)
+    logits = model(torch.randint(0, 300, (2, 16)))
+    assert logits.shape == (2, 16, 300)
+    assert torch.isfinite(logits).all()
+
+
+def test_causal_future_tokens_do_not_change_the_past():
+    torch.manual_seed(0)
+    model = Transformer(SMALL).eval()
+    ids = torch.randint(0, 300, (1, 16))
+    changed = ids.clone()
+    changed[0, 10:] = (changed[0, 10:] + 1) % 300
+    a, b = model(ids), model(changed)
+    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_positions_argument_drives_rope():
+    """The sequence-parallel seam: RoPE follows the positions a shard is given. RoPE is relative,
+    so a constant shift changes nothing while different gaps between tokens do."""
+    torch.manual_seed(0)
+    model = Transformer(SMALL.model_copy(update={"n_layers": 1})).eval()
+    ids = torch.randint(0, 300, (1, 8))
+    default = model(ids)
+    assert torch.allclose(default, model(ids, positions=torch.arange(4, 12)[None]), atol=1e-5)
+    spread = model(ids, positions=torch.arange(0, 16, 2)[None])
+    assert (default[0, 1:] - spread[0, 1:]).abs().max() > 1e-5
+
+
+def test_gqa_and_param_count():
+    cfg = SMALL.model_copy(update={"n_kv_heads": 1})
+    model = Transformer(cfg)
+    assert model(torch.randint(0, 300, (1, 8))).shape == (1, 8, 300)
+    assert count_parameters(model) < count_parameters(Transformer(SMALL))
+
+
+def test_tied_embeddings_share_storage():
+    model = Transformer(SMALL)
+    assert model.lm_head.weight is model.embed.weight
+    untied = Transformer(SMALL.model_copy(update={"tie_embeddings": False}))
+    assert count_parameters(untied) == count_parameters(model) + 300 * 32
+
+
+def test_attention_and_linear_seams_are_used():
+    calls = []
+
+    def recording_attention(q, k, v, *, causal):
+        calls.append((q.shape, causal))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    made = []
+
+    def recording_linear(i, o):
+        made.append((i, o))
+        return torch.nn.Linear(i, o, bias=False)
+
+    model = Transformer(SMALL, linear=recording_linear, attend=recording_attention)
+    model(torch.randint(0, 300, (1, 8)))
+    assert len(calls) == SMALL.n_layers and all(c for _, c in calls)
+    assert len(made) == SMALL.n_layers * 7  # q k v o + gate up down
+
+
+def test_save_and_load_round_trip(tmp_path):
+    from ringbit.data.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    model = Transformer(SMALL).eval()
+    tok = train_tokenizer(["hello world, the quick brown fox"] * 10, 300, 1)
+    save_model_dir(tmp_path, SMALL, model.state_dict(), tok.to_str())
+    loaded, tok2 = load_model_dir(tmp_path)
+    ids = torch.randint(0, 300, (1, 8))
+    assert torch.equal(model(ids), loaded(ids))
+    assert tok2.encode("hello").ids == tok.encode("hello").ids
+
+
+def test_generate_extends_sequence():
+    model = Transformer(SMALL).eval()
+    out = model.generate(torch.zeros(1, 3, dtype=torch.long), 5)
+    assert out.shape == (1, 8)
