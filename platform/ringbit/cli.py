@@ -37,10 +37,25 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Dotted override, repeatable: --set train.lr=3e-4 --set workers.num_workers=2."),
 ]
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Platform home (default $RINGBIT_HOME or ~/.ringbit).")]
 AddressOpt = Annotated[
     Optional[str], typer.Option("--address", help="Ray dashboard / Jobs API URL (default: the local platform).")
 ]
+
+
+@app.callback()
+def platform_options(
+    home: Annotated[Optional[Path], typer.Option(help="Platform home: state, logs, MLflow store, data cache (env RINGBIT_HOME; default ~/.ringbit).")] = None,
+    ray_port: Annotated[Optional[int], typer.Option(help="Ray GCS port (env RINGBIT_RAY_PORT; default 6379).")] = None,
+    dashboard_port: Annotated[Optional[int], typer.Option(help="Ray dashboard + Jobs API port (env RINGBIT_DASHBOARD_PORT; default 8265).")] = None,
+    mlflow_port: Annotated[Optional[int], typer.Option(help="MLflow server port (env RINGBIT_MLFLOW_PORT; default 5000).")] = None,
+) -> None:
+    """Options here apply to every command (they set the matching RINGBIT_* variables)."""
+    import os
+
+    for var, value in (("RINGBIT_HOME", home and home.expanduser().resolve()), ("RINGBIT_RAY_PORT", ray_port),
+                       ("RINGBIT_DASHBOARD_PORT", dashboard_port), ("RINGBIT_MLFLOW_PORT", mlflow_port)):
+        if value is not None:
+            os.environ[var] = str(value)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -48,10 +63,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(home: Path | None = None):
+def _settings():
     from ringbit.services import PlatformSettings
 
-    return PlatformSettings.from_env(home=home) if home else PlatformSettings.from_env()
+    return PlatformSettings.from_env()
 
 
 def _load(workflow: str, config: Path, overrides: list[str] | None):
@@ -67,11 +82,11 @@ def _load(workflow: str, config: Path, overrides: list[str] | None):
 
 
 @app.command()
-def up(home: HomeOpt = None) -> None:
+def up() -> None:
     """Start the local Ray head (dashboard + Jobs API) and MLflow server in the background."""
     from ringbit.services import ServiceError, up as start
 
-    settings = _settings(home)
+    settings = _settings()
     typer.echo(f"starting services (home {settings.home}) …")
     try:
         state = start(settings)
@@ -81,20 +96,20 @@ def up(home: HomeOpt = None) -> None:
 
 
 @app.command()
-def down(home: HomeOpt = None) -> None:
+def down() -> None:
     """Stop the services `ringbit up` started (nothing else)."""
     from ringbit.services import down as stop
 
-    stopped = stop(_settings(home))
+    stopped = stop(_settings())
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @app.command()
-def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show Ray and MLflow: running, healthy, URL."""
     from ringbit.services import status as get_status
 
-    state = get_status(_settings(home))
+    state = get_status(_settings())
     if as_json:
         typer.echo(json.dumps(state, indent=2, default=str))
     else:

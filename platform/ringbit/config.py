@@ -181,7 +181,17 @@ class TrackingConfig(StrictModel):
     registered_model: str | None = Field(
         "ringbit-lm", description="Registry name for the final model; None = do not register."
     )
-    alias: str = Field("latest", description="Alias set on the new model version.")
+    alias: str = Field(
+        "current",
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="Alias set on the new model version ('latest' is reserved by MLflow).",
+    )
+
+    @model_validator(mode="after")
+    def _alias_not_reserved(self) -> "TrackingConfig":
+        if self.alias.lower() == "latest":
+            raise ValueError("alias 'latest' is reserved by MLflow; use e.g. 'current' or 'champion'")
+        return self
 
 
 class PretrainConfig(StrictModel):

@@ -10,8 +10,9 @@ Facts this module relies on (checked with Ray 2.60 / MLflow 3.17):
 - `ray start --block` keeps gcs_server, raylet, dashboard, ... as children in its process group, but
   Ray workers and job drivers call setsid/setpgid, so `down` also collects descendants and members
   of the head's session.
-- SIGTERM to the whole Ray process group makes the GCS hang on shutdown and the head wait ~30 s for a
-  node drain; SIGTERM to the head alone drains and stops its children in order in ~4 s.
+- SIGTERM to the whole Ray process group makes gcs_server hang in shutdown; SIGTERM to the head
+  alone stops its children in order. The head's node drain on SIGTERM (up to 30 s while a job runs)
+  is switched off, so `down` takes ~2-4 s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -247,13 +249,18 @@ def _stop(name: str, entry: dict, timeout: float = STOP_TIMEOUT_S) -> dict | Non
     if not procs:
         _reap(pid)
         return None
+    leader_alive = any(p.pid == pid for p in procs)
+    if not leader_alive:  # orphans of a dead leader: ask each one
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if name == "ray":
-            # The head alone: it drains the node and stops gcs/raylet/dashboard in order. Signalling
-            # the whole group makes the GCS hang and the head wait out a 30 s drain timeout.
+        if leader_alive and name == "ray":
+            # The head alone: it stops raylet, gcs_server, dashboard, ... in order. SIGTERM to the
+            # whole group instead made gcs_server hang in shutdown until the head's 30 s timeout.
             os.kill(pid, signal.SIGTERM)
-        else:
-            os.killpg(pid, signal.SIGTERM)
+        elif leader_alive:
+            os.killpg(pid, signal.SIGTERM)  # mlflow server and its uvicorn worker
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_running(p) for p in procs):
         _reap(pid)
@@ -297,20 +304,24 @@ def _launch(settings: PlatformSettings, name: str, cmd: list[str], env: dict[str
     }
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _log_tail(path: str | Path, lines: int = 20) -> str:
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        text = _ANSI.sub("", Path(path).read_text(errors="replace"))  # Ray logs in colour
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------- ports
 
 
 _PORT_HINTS = {
-    "ray_port": ("Ray GCS", "RINGBIT_RAY_PORT / --ray-port"),
-    "dashboard_port": ("Ray dashboard", "RINGBIT_DASHBOARD_PORT / --dashboard-port"),
-    "mlflow_port": ("MLflow", "RINGBIT_MLFLOW_PORT / --mlflow-port"),
+    "ray_port": ("Ray GCS", "RINGBIT_RAY_PORT=<port> (or `ringbit --ray-port <port> up`)"),
+    "dashboard_port": ("Ray dashboard", "RINGBIT_DASHBOARD_PORT=<port> (or `ringbit --dashboard-port <port> up`)"),
+    "mlflow_port": ("MLflow", "RINGBIT_MLFLOW_PORT=<port> (or `ringbit --mlflow-port <port> up`)"),
 }
 
 
@@ -398,7 +409,10 @@ def _start(settings: PlatformSettings, name: str) -> dict:
     if name == "ray":
         _ensure_token()
         temp_dir = _ray_temp_dir(settings)
-        cmd, env = _ray_command(settings, temp_dir), {"RAY_AUTH_MODE": "token"}
+        # No drain on SIGTERM: with a job running, the head would otherwise wait 30 s for the node
+        # to go idle before stopping anything. `down` means stop now.
+        env = {"RAY_AUTH_MODE": "token", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        cmd = _ray_command(settings, temp_dir)
     else:
         (settings.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
         cmd, env = _mlflow_command(settings), {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -432,9 +446,10 @@ def _ray_ready(settings: PlatformSettings) -> bool:
     if not _healthy(settings, "ray"):
         return False
     resp = _get(f"{settings.dashboard_url}/api/v0/nodes", headers=auth_headers())
-    if resp is None or resp.status_code != 200:
+    try:
+        nodes = resp.json()["data"]["result"]["result"]  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):  # no answer yet, or not JSON
         return False
-    nodes = resp.json().get("data", {}).get("result", {}).get("result", [])
     return any(node.get("state") == "ALIVE" for node in nodes)
 
 
@@ -451,26 +466,32 @@ def _wait_ready(settings: PlatformSettings, state: dict, names: list[str], timeo
             if _ready(settings, name):
                 pending.remove(name)
             elif not _alive(state[name]):
-                _fail(settings, state, name, "exited during startup")
+                _fail(settings, state, name, "exited during startup", "Fix the cause shown above")
         if pending and time.monotonic() > deadline:
-            _fail(settings, state, pending[0], f"did not become healthy within {timeout:.0f} s")
+            _fail(
+                settings, state, pending[0], f"did not become healthy within {timeout:.0f} s",
+                "If the log shows no error the machine may just be slow (or busy)",
+            )
         time.sleep(0.5)
 
 
-def _fail(settings: PlatformSettings, state: dict, name: str, why: str) -> None:
+def _fail(settings: PlatformSettings, state: dict, name: str, why: str, advice: str) -> None:
+    """Kill the failed service, forget it, and raise; services that did come up are kept."""
     entry = state.pop(name)
     _stop(name, entry, timeout=5)
     _save_state(settings, state)
     raise ServiceError(
         f"{name} {why}. Last lines of {entry['log']}:\n{_log_tail(entry['log'])}\n"
-        f"Fix the cause above and run `ringbit up` again."
+        f"{advice}; then run `ringbit up` again."
     )
 
 
 def up(settings: PlatformSettings, wait_timeout: float = 120) -> dict:
     """Start Ray and MLflow unless they already run; returns status(settings).
 
-    Idempotent: services recorded in services.json whose process is alive are left alone.
+    Idempotent: services recorded in services.json whose process is alive are left alone. Raises
+    ServiceError when a port is taken by someone else (before starting anything) or when a service
+    dies or is not healthy within `wait_timeout` seconds (that one is killed; the other is kept).
     """
     with _locked(settings):
         state = _load_state(settings)

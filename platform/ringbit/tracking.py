@@ -75,24 +75,42 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
 
 def default_tags() -> dict[str, str]:
     tags = {"git.commit": git_commit(), "host": socket.gethostname()}
-    job_id = os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_JOB_ID")
+    job_id = ray_submission_id()
     if job_id:
         tags["ray.job_id"] = job_id
     return tags
 
 
-class MetricBuffer:
-    """Metrics held back until the step they belong to is checkpointed.
+def ray_submission_id() -> str | None:
+    """The Ray Jobs submission id, which the job supervisor hands its driver in the job config."""
+    import json
 
-    A resumed job re-runs the steps after its last checkpoint; flushing only checkpointed steps
-    keeps the run's history one continuous curve with no duplicate or orphaned points.
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    try:
+        metadata = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}")).get("metadata", {})
+    except ValueError:
+        return None
+    return metadata.get("job_submission_id")
+
+
+class MetricBuffer:
+    """Step metrics sent in batches; on resume, steps the run already has are not sent again.
+
+    A resumed job re-runs the steps between its last checkpoint and the interruption. Their values
+    were already logged (same data, same weights), so skipping them keeps the run's history one
+    continuous curve with each step exactly once.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, key: str = "train_loss") -> None:
         self.client, self.run_id = client, run_id
         self.pending: list[Metric] = []
+        history = client.get_metric_history(run_id, key)
+        self.logged_through = max((m.step for m in history), default=0)
 
     def add(self, step: int, **values: float) -> None:
+        if step <= self.logged_through:
+            return
         ts = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), ts, step) for k, v in values.items())
 

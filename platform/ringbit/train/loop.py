@@ -1,14 +1,22 @@
-"""The Ray Train worker loop: a DeepSpeed engine around the model, deterministic batches,
-validation perplexity reduced as sums, checkpoints through ray.train.report."""
+"""The worker loop: a DeepSpeed engine around the model, deterministic batches, validation
+perplexity reduced as sums, checkpoints handed to the launcher.
+
+`run_training` knows nothing about Ray: a `Launcher` says who this worker is and where checkpoints
+go. `train_loop_per_worker` is the Ray Train adapter; benchmarks/ray_overhead.py runs the very same
+loop under torchrun to measure what Ray costs.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.distributed as dist
@@ -57,18 +65,47 @@ def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
     return sd
 
 
+@dataclass
+class Launcher:
+    """What the loop needs from whoever started the worker processes."""
+
+    rank: int
+    world: int
+    device: torch.device
+    latest_checkpoint: Callable[[], ContextManager[str | None]]  # yields a folder or None
+    report: Callable[[dict[str, float], str | None], None]  # metrics, checkpoint folder or None
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    cfg = PretrainConfig.model_validate(config["job"])
-    # Choose DeepSpeed's accelerator before it is imported (it decides once, at import).
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
-    import deepspeed
+    """Ray Train entry: checkpoints go through ray.train.report and come back on restart/resume."""
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint
 
+    @contextlib.contextmanager
+    def latest():
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+        else:
+            with checkpoint.as_directory() as d:
+                yield d
+
+    def report(metrics, folder):
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder) if folder else None)
+
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    run_training(config, Launcher(ctx.get_world_rank(), ctx.get_world_size(),
+                                  ray.train.torch.get_device(), latest, report))
+
+
+def run_training(config: dict[str, Any], launcher: Launcher) -> None:
+    cfg = PretrainConfig.model_validate(config["job"])
+    # Choose DeepSpeed's accelerator before it is imported (it decides once, at import).
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
+    import deepspeed
+
+    rank, world, device = launcher.rank, launcher.world, launcher.device
     torch.manual_seed(cfg.train.seed)
 
     model = Transformer(cfg.model)
@@ -79,13 +116,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
     start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
+    with launcher.latest_checkpoint() as d:
+        if d is not None:
             _, client_state = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
-        start = int(client_state["step"])
-        if rank == 0:
-            print(f"[ringbit] resumed from checkpoint at step {start}", flush=True)
+            start = int(client_state["step"])
+            if rank == 0:
+                print(f"[ringbit] resumed from checkpoint at step {start}", flush=True)
 
     data_dir = Path(config["data_dir"])
     train_rows, val_rows = load_split(data_dir, "train"), load_split(data_dir, "val")
@@ -100,6 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     accum, t = cfg.grad_accum_steps, cfg.train
     tokens_per_step = t.global_batch_size * cfg.data.seq_len
+    step_log: list[dict[str, float]] = []  # wall-clock per step, for benchmarks
     for step in range(start, t.max_steps):
         began = time.perf_counter()
         loss_sum = 0.0
@@ -119,13 +156,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         is_eval = done % t.eval_interval == 0 or done == t.max_steps
         is_ckpt = done % t.checkpoint_interval == 0 or done == t.max_steps
+        step_log.append({"step": done, "end": time.time(), "seconds": time.perf_counter() - began})
         if is_eval:
             metrics["val_loss"], metrics["val_ppl"] = evaluate(engine, val_rows, rank, world, cfg, device)
         if buffer:
             buffer.add(done, **metrics)
-        if rank == 0 and (is_eval or done % t.log_interval == 0 or done == start + 1):
+        if rank == 0 and (is_eval or is_ckpt or done % t.log_interval == 0 or done == start + 1):
             shown = " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
             print(f"{PROGRESS_PREFIX}{done}/{t.max_steps} {shown}", flush=True)
+            if buffer:
+                buffer.flush()
         if is_ckpt:
             final_weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
             with tempfile.TemporaryDirectory() as tmp:
@@ -133,8 +173,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 if final_weights is not None and rank == 0:
                     tok = (data_dir / "tokenizer.json").read_text()
                     save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok)
-                ray.train.report({**metrics, "step": done}, checkpoint=Checkpoint.from_directory(tmp))
-            if buffer:
-                buffer.flush()  # only now are these steps safe from being re-run
+                launcher.report({**metrics, "step": done}, tmp)
         elif is_eval:
-            ray.train.report({**metrics, "step": done})
+            launcher.report({**metrics, "step": done}, None)
+    if rank == 0 and config.get("step_log_path"):
+        Path(config["step_log_path"]).write_text(json.dumps(step_log))
