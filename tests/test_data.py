@@ -4,16 +4,18 @@ import numpy as np
 import pytest
 
 from ringbit.config import DataConfig
-from ringbit.data.corpus import BUILTIN, builtin_documents, read_documents
+from ringbit.data.corpus import BUILTIN, TOPICS, builtin_documents, read_documents
 from ringbit.data.loader import TrainBatches, eval_batches
 from ringbit.data.prepare import fingerprint, in_validation, load_split, prepare
 from ringbit.data.tokenizer import EOS, eos_id, train_tokenizer
 
 
-def test_builtin_corpus_is_real_english_offline():
-    docs = builtin_documents()
-    text = " ".join(docs)
-    assert len(docs) > 100 and len(text) > 300_000
+def test_builtin_corpora_are_real_english_offline():
+    topics, docs = builtin_documents(TOPICS), builtin_documents(BUILTIN)
+    assert docs[: len(topics)] == topics and len(docs) > len(topics) + 1000
+    assert sum(map(len, docs)) > 1_000_000
+    text = " ".join(topics)
+    assert len(topics) > 100 and len(text) > 300_000
     words = text.lower().split()
     # Real prose: the commonest English words are frequent (random tokens would not be).
     for w in ("the", "is", "of", "a", "to"):
@@ -21,7 +23,7 @@ def test_builtin_corpus_is_real_english_offline():
 
 
 def test_tokenizer_round_trip_any_text():
-    tok = train_tokenizer(builtin_documents()[:200], vocab_size=512)
+    tok = train_tokenizer(builtin_documents(TOPICS)[:200], vocab_size=512)
     assert tok.get_vocab_size() == 512
     for text in ("The for statement iterates.", "ünïcödé ✓ 漢字 \t\n  spaces", ""):
         assert tok.decode(tok.encode(text).ids) == text
@@ -29,7 +31,7 @@ def test_tokenizer_round_trip_any_text():
 
 
 def test_validation_split_is_seeded_and_stable():
-    docs = builtin_documents()
+    docs = builtin_documents(TOPICS)
     a = [in_validation(d, 0, 0.1) for d in docs]
     assert a == [in_validation(d, 0, 0.1) for d in docs]
     assert a != [in_validation(d, 1, 0.1) for d in docs]
@@ -38,7 +40,7 @@ def test_validation_split_is_seeded_and_stable():
 
 @pytest.fixture(scope="module")
 def prepared(local_ray, tmp_path_factory):
-    cfg = DataConfig(seq_len=32)
+    cfg = DataConfig(corpus=TOPICS, seq_len=32)
     return cfg, prepare(cfg, 512, tmp_path_factory.mktemp("data"))
 
 
@@ -66,7 +68,7 @@ def test_prepare_is_cached_and_deterministic(prepared, tmp_path):
 
 
 def test_prepare_reads_jsonl_and_text_files(local_ray, tmp_path):
-    docs = builtin_documents()[:120]
+    docs = builtin_documents(TOPICS)[:120]
     (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"body": d}) for d in docs))
     out = prepare(DataConfig(corpus=str(tmp_path / "corpus.jsonl"), text_field="body", seq_len=32,
                              val_fraction=0.2), 300, tmp_path / "cache")

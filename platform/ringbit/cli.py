@@ -219,7 +219,7 @@ def stop(job_id: str, address: AddressOpt = None) -> None:
 @app.command("eval-ppl")
 def eval_ppl(
     model: Annotated[str, typer.Option(help="Model folder, MLflow run id, runs:/… or models:/name@alias.")],
-    data: Annotated[str, typer.Option(help="Text file (or builtin:python-docs) to score.")],
+    data: Annotated[str, typer.Option(help="Text file to score (or builtin:python-topics / builtin:python-docs).")],
     context: Annotated[Optional[int], typer.Option(help="Window length (default: the model's max_seq_len).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Window step (default: context // 2).")] = None,
     mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI for run/registry models.")] = None,
@@ -229,22 +229,20 @@ def eval_ppl(
     import torch
     from tqdm import tqdm
 
-    from ringbit.data.corpus import BUILTIN
+    from ringbit.data.corpus import BUILTINS, builtin_documents
     from ringbit.data.tokenizer import EOS
     from ringbit.models.io import load_model_dir
     from ringbit.tracking import resolve_model_ref
     from ringbit.train.perplexity import perplexity, sliding_window_nll
 
-    if data != BUILTIN and not Path(data).is_file():
+    if data not in BUILTINS and not Path(data).is_file():
         raise fail(f"--data {data!r}: no such file", 2)
     try:
         lm, tok = load_model_dir(resolve_model_ref(model, mlflow_uri))
     except FileNotFoundError as exc:
         raise fail(str(exc), 2) from None
-    if data == BUILTIN:
-        from ringbit.data.corpus import builtin_documents
-
-        text = EOS.join(builtin_documents())
+    if data in BUILTINS:
+        text = EOS.join(builtin_documents(data))
     else:
         text = Path(data).read_text(errors="replace")
     ids = torch.tensor(tok.encode(text).ids)

@@ -87,8 +87,9 @@ class DataConfig(StrictModel):
     corpus: str = Field(
         "builtin:python-docs",
         description=(
-            "'builtin:python-docs' (English documentation shipped inside Python, works offline) "
-            "or a path to a .txt/.jsonl/.parquet file or a directory of them."
+            "'builtin:python-docs' (Python's help() topics + stdlib docstrings, ~1.6 MB of English "
+            "that ships with Python: works offline), 'builtin:python-topics' (the topics only, "
+            "~0.5 MB), or a path to a .txt/.jsonl/.parquet file or a directory of them."
         ),
     )
     text_field: str = Field("text", description="Column holding the text in JSONL/Parquet input.")

@@ -16,7 +16,13 @@ PROGRESS = re.compile(r"\[ringbit\] step=(\d+)/(\d+)(.*)")
 
 
 def job_client(address: str):
+    import logging
+
     from ray.job_submission import JobSubmissionClient
+
+    # Ray's packaging and SDK chatter (INFO/WARNING lines) is noise to someone submitting a job.
+    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     from ringbit.services import auth_headers, ensure_client_env
 
@@ -95,7 +101,7 @@ def follow(address: str, job_id: str, log_file: Path, verbose: bool = False) -> 
                             f"{k}={seen[k]:.4g}" for k in ("train_loss", "val_ppl", "tokens_per_s") if k in seen
                         )
                         progress.update(task, completed=step, total=total, info=info)
-                    elif verbose or "[ringbit]" in line or "Error" in line:
+                    elif verbose or "[ringbit]" in line:
                         progress.console.print(line.split("[ringbit] ", 1)[-1] if "[ringbit]" in line else line,
                                                markup=False, highlight=False)
 

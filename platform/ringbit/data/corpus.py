@@ -1,34 +1,73 @@
-"""Text sources. The built-in corpus is real English that ships with every CPython: the
-documentation topics used by `help()` (pydoc_data), so demos and tests need no network."""
+"""Text sources. The built-in corpora are real English that ships with every CPython, so demos
+and tests need no network:
+
+- builtin:python-topics: the documentation topics behind `help()` (pydoc_data), ~0.5 MB;
+- builtin:python-docs: those topics plus the prose docstrings of the standard library's own
+  source (read with `ast`, nothing imported), ~1.6 MB.
+"""
 
 from __future__ import annotations
 
+import ast
 import re
+import sysconfig
 from pathlib import Path
 
 BUILTIN = "builtin:python-docs"
+TOPICS = "builtin:python-topics"
+BUILTINS = (BUILTIN, TOPICS)
+# Packages whose docstrings are tests, demos or GUI glue rather than documentation prose.
+SKIP_PACKAGES = {"test", "idlelib", "site-packages", "lib2to3", "tkinter", "turtledemo", "ensurepip"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
 SUFFIXES = TEXT_SUFFIXES | {".jsonl", ".json", ".parquet"}
 
 
-def builtin_documents(max_chars: int = 4000) -> list[str]:
-    """Python's documentation topics, split on paragraph breaks into documents of ~max_chars.
+def _chunks(text: str, max_chars: int) -> list[str]:
+    """Split on paragraph breaks into documents of about max_chars, so the validation split
+    samples every source rather than a few whole topics."""
+    docs, current = [], ""
+    for para in re.split(r"\n\s*\n", text.strip()):
+        if current and len(current) + len(para) > max_chars:
+            docs.append(current)
+            current = ""
+        current = f"{current}\n\n{para}" if current else para
+    if current.strip():
+        docs.append(current)
+    return docs
 
-    Smaller documents give the validation split a fair sample of every topic's style.
-    """
+
+def topic_documents(max_chars: int = 4000) -> list[str]:
     from pydoc_data.topics import topics
 
-    docs: list[str] = []
-    for key in sorted(topics):
-        current = ""
-        for para in re.split(r"\n\s*\n", topics[key].strip()):
-            if current and len(current) + len(para) > max_chars:
-                docs.append(current)
-                current = ""
-            current = f"{current}\n\n{para}" if current else para
-        if current.strip():
-            docs.append(current)
+    return [d for key in sorted(topics) for d in _chunks(topics[key], max_chars)]
+
+
+def docstring_documents(min_chars: int = 200) -> list[str]:
+    """Prose docstrings (modules, classes, functions) of the stdlib, in sorted file order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if parts[0] in SKIP_PACKAGES or "tests" in parts:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= min_chars:
+                    docs.append(doc)
     return docs
+
+
+def builtin_documents(name: str = BUILTIN) -> list[str]:
+    if name == TOPICS:
+        return topic_documents()
+    if name == BUILTIN:
+        return topic_documents() + docstring_documents()
+    raise ValueError(f"unknown built-in corpus {name!r}; choose one of {', '.join(BUILTINS)}")
 
 
 def corpus_files(spec: str) -> list[Path]:
@@ -40,7 +79,7 @@ def corpus_files(spec: str) -> list[Path]:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
     else:
         raise FileNotFoundError(
-            f"data.corpus {spec!r} is neither {BUILTIN!r} nor an existing file or directory"
+            f"data.corpus {spec!r} is neither one of {', '.join(BUILTINS)} nor an existing file or directory"
         )
     if not files:
         raise FileNotFoundError(f"data.corpus {spec!r} holds no {sorted(SUFFIXES)} files")
@@ -55,13 +94,13 @@ def _kind(p: Path) -> str:
 
 
 def corpus_kind(spec: str) -> str:
-    return "builtin" if spec == BUILTIN else _kind(corpus_files(spec)[0])
+    return "builtin" if spec in BUILTINS else _kind(corpus_files(spec)[0])
 
 
 def read_documents(spec: str, text_field: str = "text") -> list[str]:
     """All documents of a corpus in memory (for tokenizer training and small evaluations)."""
-    if spec == BUILTIN:
-        return builtin_documents()
+    if spec in BUILTINS:
+        return builtin_documents(spec)
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 

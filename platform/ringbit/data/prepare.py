@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ringbit.config import DataConfig
-from ringbit.data.corpus import BUILTIN, corpus_files, corpus_kind, read_documents
+from ringbit.data.corpus import BUILTINS, corpus_files, corpus_kind, read_documents
 from ringbit.data.tokenizer import eos_id, load_tokenizer, train_tokenizer
 
 FORMAT_VERSION = 1
@@ -38,7 +39,9 @@ def fingerprint(cfg: DataConfig, vocab_size: int) -> str:
         "min_frequency": cfg.min_frequency,
         "vocab_size": vocab_size,
     }
-    if cfg.corpus != BUILTIN:
+    if cfg.corpus in BUILTINS:
+        parts["python"] = sys.version  # the built-in text ships with (and varies by) CPython
+    else:
         parts["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in corpus_files(cfg.corpus)]
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -83,8 +86,8 @@ def pack(batch: dict[str, np.ndarray], seq_len: int, val: bool) -> pa.Table:
 def _read(cfg: DataConfig, docs: list[str] | None):
     import ray.data
 
-    if cfg.corpus == BUILTIN:
-        return ray.data.from_items([{cfg.text_field: d} for d in docs or read_documents(BUILTIN)])
+    if cfg.corpus in BUILTINS:
+        return ray.data.from_items([{cfg.text_field: d} for d in docs])
     files = [str(p) for p in corpus_files(cfg.corpus)]
     kind = corpus_kind(cfg.corpus)
     if kind == "text":
@@ -112,7 +115,7 @@ def prepare(cfg: DataConfig, vocab_size: int, cache_root: str | Path, log=print)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
-        docs = read_documents(cfg.corpus, cfg.text_field) if cfg.corpus == BUILTIN else None
+        docs = read_documents(cfg.corpus, cfg.text_field) if cfg.corpus in BUILTINS else None
         sample = docs if docs is not None else read_documents(cfg.corpus, cfg.text_field)[:TOKENIZER_DOCS]
         tok = train_tokenizer(sample, vocab_size, cfg.min_frequency)
         if tok.get_vocab_size() != vocab_size:
