@@ -1,10 +1,11 @@
 """Tokens/s of the same model and loop: Ray Train + DeepSpeed vs plain torchrun + DeepSpeed.
 
-    python benchmarks/ray_overhead.py [--config jobs/configs/demo.yaml] [--steps 60] [--set k=v ...]
+    python benchmarks/ray_overhead.py [--config jobs/configs/demo.yaml] [--steps 100] [--repeats 2]
 
 Both sides run `ringbit.train.loop.run_training` on the same prepared shards with 2 gloo workers.
 Reported separately: steady-state tokens/s (median step time after warm-up steps) and the fixed
-start-up cost (launch -> end of the first step). Prints a table, writes JSON to
+start-up cost (launch -> end of the first step). Launchers alternate A B B A ... so drift on a
+shared 2-core machine hits both alike; each figure is the median over repeats. Prints a table, writes JSON to
 benchmarks/results/ray_overhead.json and logs to MLflow when a tracking server answers.
 """
 
@@ -40,12 +41,14 @@ def torchrun_worker(config_path: str) -> None:
     dist.destroy_process_group()
 
 
-def summarize(name: str, launched: float, step_log: list[dict], tokens_per_step: int, warmup: int) -> dict:
-    steady = [s["seconds"] for s in step_log[warmup:]]
-    median = statistics.median(steady)
-    return {"launcher": name, "startup_s": step_log[0]["end"] - launched,
+def summarize(name: str, trials: list[tuple[float, list[dict]]], tokens_per_step: int, warmup: int) -> dict:
+    """Median over trials of (steady median step time, start-up time)."""
+    steps = [statistics.median(s["seconds"] for s in log[warmup:]) for _, log in trials]
+    startups = [log[0]["end"] - launched for launched, log in trials]
+    median = statistics.median(steps)
+    return {"launcher": name, "startup_s": statistics.median(startups),
             "steady_tokens_per_s": tokens_per_step / median, "median_step_s": median,
-            "steps_measured": len(steady)}
+            "trials_tokens_per_s": [tokens_per_step / s for s in steps], "trials": len(trials)}
 
 
 def run_torchrun(config: dict, workers: int) -> tuple[float, list[dict]]:
@@ -101,7 +104,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--torchrun-worker", help=argparse.SUPPRESS)
     ap.add_argument("--config", default=str(REPO / "jobs/configs/demo.yaml"))
-    ap.add_argument("--steps", type=int, default=60, help="optimizer steps per launcher")
+    ap.add_argument("--steps", type=int, default=100, help="optimizer steps per trial")
+    ap.add_argument("--repeats", type=int, default=2, help="trials per launcher, in A B B A order")
     ap.add_argument("--warmup", type=int, default=10, help="steps excluded from the steady state")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/ray_overhead.json"))
@@ -124,9 +128,14 @@ def main() -> None:
         data_dir = prepare(cfg.data, cfg.model.vocab_size, Path(tmp) / "data")
         config = {"job": cfg.model_dump(mode="json"), "data_dir": str(data_dir)}
         tokens_per_step = cfg.train.global_batch_size * cfg.data.seq_len
-        rows = [summarize("torchrun+deepspeed", *run_torchrun(config, workers), tokens_per_step, args.warmup),
-                summarize("ray-train+deepspeed", *run_ray(config, workers, str(Path(tmp) / "runs")),
-                          tokens_per_step, args.warmup)]
+        trials: dict[str, list] = {"torchrun-deepspeed": [], "raytrain-deepspeed": []}
+        launch = {"torchrun-deepspeed": lambda: run_torchrun(config, workers),
+                  "raytrain-deepspeed": lambda: run_ray(config, workers, str(Path(tmp) / "runs"))}
+        order = ["torchrun-deepspeed", "raytrain-deepspeed"]
+        for i in range(args.repeats):
+            for name in order if i % 2 == 0 else order[::-1]:
+                trials[name].append(launch[name]())
+        rows = [summarize(name, trials[name], tokens_per_step, args.warmup) for name in order]
     ray.shutdown()
     ratio = rows[0]["steady_tokens_per_s"] / rows[1]["steady_tokens_per_s"]
     print(f"\n{'launcher':22s} {'tokens/s (steady)':>18s} {'median step s':>14s} {'start-up s':>11s}")
@@ -134,6 +143,7 @@ def main() -> None:
         print(f"{r['launcher']:22s} {r['steady_tokens_per_s']:18.0f} {r['median_step_s']:14.4f} {r['startup_s']:11.1f}")
     print(f"overhead ratio (torchrun tokens/s / Ray tokens/s): {ratio:.3f}  (goal <= 1.10)")
     params = {"config": args.config, "steps": args.steps, "warmup": args.warmup, "workers": workers,
+              "repeats": args.repeats,
               "tokens_per_step": tokens_per_step, "overrides": " ".join(args.overrides)}
     result = {"rows": rows, "overhead_ratio": ratio, "params": params,
               "mlflow_run": log_to_mlflow(rows, ratio, params)}

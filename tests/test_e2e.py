@@ -67,7 +67,7 @@ def test_pretrain_job_logs_to_mlflow_and_registers_model(platform, tmp_path):
     assert params["deepspeed.zero_stage"] == "2" and params["workers.num_workers"] == "2"
     assert {"git.commit", "host", "ray.job_id"} <= set(tags)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "tokenizer.json"} <= artifacts
+    assert {"config.yaml", "tokenizer.json", "training_curves.png"} <= artifacts
 
     version = client.get_model_version_by_alias("ringbit-tiny", "current")
     assert version.run_id == run.info.run_id

@@ -1,7 +1,8 @@
 """ringbit.services with real processes: a Ray head and an MLflow server on private ports and home.
 
-One up/down cycle for the module (~10 s up, ~3 s down on 2 cores). Nothing is mocked. The token
-lives in a temp file (RAY_AUTH_TOKEN_PATH) so the tests never create or read ~/.ray/auth_token.
+One up/down cycle for the module (~10 s up, ~3 s down on 2 cores). Nothing is mocked. The token is
+the default one (~/.ray/auth_token): Ray caches the token it first reads for the whole process, so
+a per-test token file would clash with the other tests in the same pytest process.
 """
 
 from __future__ import annotations
@@ -50,10 +51,8 @@ def private_settings(home) -> PlatformSettings:
 
 @pytest.fixture(scope="module")
 def ray_auth(tmp_path_factory):
-    """Token in a temp file; RAY_AUTH_MODE unset so ensure_client_env() is what sets it."""
+    """RAY_AUTH_MODE unset so that ensure_client_env() is what sets it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path_factory.mktemp("ray-auth") / "auth_token"))
-        mp.delenv("RAY_AUTH_TOKEN", raising=False)
         mp.delenv("RAY_AUTH_MODE", raising=False)
         yield mp
 

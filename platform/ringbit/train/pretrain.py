@@ -30,6 +30,7 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     from ray.train.torch import TorchTrainer
 
     from ringbit.models import Transformer, count_parameters
+    from ringbit.plots import log_training_curves
     from ringbit.train.loop import train_loop_per_worker
 
     name = job_name(cfg)
@@ -80,11 +81,13 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
+        log_training_curves(client, run_id, f"{name}: {n_params:,} parameters, "
+                            f"{cfg.workers.num_workers} workers, ZeRO-{cfg.deepspeed.zero_stage}")
         with result.checkpoint.as_directory() as ckpt:
             model_dir = Path(ckpt) / "model"
+            sample = _sample(model_dir)
             registered = tracking.log_and_register_model(
                 uri, run_id, model_dir, cfg.mlflow.registered_model, cfg.mlflow.alias)
-            sample = _sample(model_dir)
     except BaseException:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "FAILED")
