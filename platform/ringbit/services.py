@@ -51,7 +51,8 @@ class ServiceError(RuntimeError):
 
 
 def _default_home() -> Path:
-    return Path(os.environ.get("RINGBIT_HOME") or "~/.ringbit")
+    # Expanded here: pydantic does not run field validators on defaults.
+    return Path(os.environ.get("RINGBIT_HOME") or "~/.ringbit").expanduser().resolve()
 
 
 class PlatformSettings(BaseModel):
