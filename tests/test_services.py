@@ -145,3 +145,10 @@ def test_port_taken_by_someone_else_is_named_and_nothing_starts(ray_auth, tmp_pa
     state_file = settings.home / "services.json"
     assert not state_file.exists() or json.loads(state_file.read_text()) == {}
     assert port_free(settings.ray_port, "") and port_free(settings.dashboard_port)
+
+
+def test_default_home_is_absolute(monkeypatch):
+    """The default ~/.ringbit is expanded: a relative home would scatter state by working dir."""
+    monkeypatch.delenv("RINGBIT_HOME", raising=False)
+    home = PlatformSettings.from_env().home
+    assert home.is_absolute() and "~" not in str(home) and home.name == ".ringbit"
