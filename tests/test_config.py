@@ -29,13 +29,38 @@ def test_dotted_override_is_typed():
         ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),  # not an allowed value
         ("train.global_batch_size=12", "train.global_batch_size (12) must be a multiple of"),
         ("model.n_heads=3", "d_model (64) must be divisible by n_heads (3)"),
-        ("data.seq_len=1000", "data.seq_len (1000) exceeds model.max_seq_len"),
+        ("parallel.sequence_parallel=4", "workers.num_workers (2) must be a multiple of parallel.sequence_parallel (4)"),
+        ("parallel.layout=diagonal", "parallel.layout"),
+        ("data.seq_len=1000", "data.seq_len (1000, padded to 1000 for the zigzag layout over 1 workers) exceeds model.max_seq_len"),
     ],
 )
 def test_bad_values_name_the_field(override, must_name):
     with pytest.raises(ConfigError) as info:
         load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml", [override])
     assert must_name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, must_name",
+    [
+        (["parallel.sequence_parallel=2", "parallel.strategy=ulysses", "model.n_heads=1"],
+         "model.n_heads (1) must divide by parallel.sequence_parallel (2)"),
+        (["workers.num_workers=4", "parallel.sequence_parallel=4", "parallel.strategy=hybrid",
+          "parallel.ulysses_size=3", "train.global_batch_size=4"], "parallel.ulysses_size (3) must divide"),
+        (["parallel.sequence_parallel=2", "data.seq_len=63", "model.max_seq_len=63"],
+         "data.seq_len (63, padded to 64 for the zigzag layout over 2 workers) exceeds model.max_seq_len (63)"),
+    ],
+)
+def test_bad_sequence_parallel_combinations(overrides, must_name):
+    with pytest.raises(ConfigError) as info:
+        load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml", overrides)
+    assert must_name in str(info.value)
+
+
+def test_sequence_parallel_derives_data_parallel_and_accumulation():
+    cfg = load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml",
+                      ["workers.num_workers=2", "parallel.sequence_parallel=2"])
+    assert cfg.data_parallel == 1 and cfg.grad_accum_steps == 2
 
 
 def test_allowed_values_are_listed():
@@ -99,3 +124,11 @@ def test_dry_run_prints_resolved_config():
     resolved = yaml.safe_load(proc.stdout)
     assert resolved["train"]["lr"] == 0.01 and resolved["name"] == "dry"
     assert resolved["deepspeed"]["zero_stage"] == 2
+
+
+def test_submit_without_a_platform_says_to_start_it():
+    from conftest import free_port
+
+    proc = ringbit("--dashboard-port", str(free_port()), "submit", "pretrain", "--config", "jobs/configs/tiny.yaml")
+    assert proc.returncode == 1
+    assert "ringbit up" in proc.stderr and "Traceback" not in proc.stderr

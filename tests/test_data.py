@@ -85,13 +85,21 @@ def test_unknown_corpus_path_says_what_to_do(tmp_path):
 
 def test_train_batches_are_disjoint_deterministic_and_resumable():
     rows = np.arange(50 * 5, dtype=np.int32).reshape(50, 5)
-    r0, r1 = TrainBatches(rows, 0, 2, 4, seed=7), TrainBatches(rows, 1, 2, 4, seed=7)
-    epoch0 = [r0.batch(i) for i in range(r0.batches_per_epoch)] + [r1.batch(i) for i in range(r1.batches_per_epoch)]
-    firsts = np.concatenate([b[:, 0].numpy() for b in epoch0])
-    assert len(set(firsts)) == len(firsts)  # no row read twice in an epoch across ranks
-    fresh = TrainBatches(rows, 0, 2, 4, seed=7)
-    assert np.array_equal(fresh.batch(9).numpy(), r0.batch(9).numpy())  # resume = same batch
-    assert not np.array_equal(r0.batch(0).numpy(), r0.batch(r0.batches_per_epoch).numpy())  # reshuffled
+    ranks = [TrainBatches(rows, r, 2, 4, accum=2, seed=7) for r in range(2)]  # global batch 16
+    assert ranks[0].steps_per_epoch == 3
+    epoch = [b.batch(s, m) for s in range(3) for m in range(2) for b in ranks]
+    firsts = np.concatenate([x[:, 0].numpy() for x in epoch])
+    assert len(firsts) == 48 and len(set(firsts)) == 48  # no row read twice in an epoch
+    fresh = TrainBatches(rows, 0, 2, 4, accum=2, seed=7)
+    assert np.array_equal(fresh.batch(5, 1).numpy(), ranks[0].batch(5, 1).numpy())  # resume = same batch
+    assert not np.array_equal(ranks[0].batch(0, 0).numpy(), ranks[0].batch(3, 0).numpy())  # reshuffled
+
+
+def test_a_step_holds_the_same_rows_whatever_the_worker_count():
+    rows = np.arange(64 * 3, dtype=np.int32).reshape(64, 3)
+    two = {tuple(r) for d in range(2) for m in range(1) for r in TrainBatches(rows, d, 2, 4, 1, 3).batch(2, m).tolist()}
+    one = {tuple(r) for m in range(2) for r in TrainBatches(rows, 0, 1, 4, 2, 3).batch(2, m).tolist()}
+    assert one == two and len(one) == 8
 
 
 def test_eval_batches_cover_every_row_once():
@@ -101,5 +109,5 @@ def test_eval_batches_cover_every_row_once():
 
 
 def test_too_little_data_for_the_batch_is_explained():
-    with pytest.raises(ValueError, match="micro_batch_size"):
-        TrainBatches(np.zeros((3, 5), np.int32), 0, 2, 4, seed=0)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        TrainBatches(np.zeros((3, 5), np.int32), 0, 2, 4, accum=1, seed=0)

@@ -127,6 +127,9 @@ def test_stop_and_resume_continues_the_same_run(platform):
         assert time.time() < deadline
         time.sleep(0.5)
     assert jc.get_job_status(job_id) == JobStatus.STOPPED, "job finished before it could be stopped"
+    listed = ringbit("jobs", env=env, check=True).stdout
+    assert re.search(rf"{re.escape(job_id)}\s+STOPPED", listed)
+    assert "[ringbit] step=" in ringbit("logs", job_id, env=env, check=True).stdout
     assert client.get_run(run_id).info.status == "KILLED"
     logged_before = steps(client, run_id, "train_loss")[-1][0]
     assert logged_before < total

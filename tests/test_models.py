@@ -88,3 +88,18 @@ def test_generate_extends_sequence():
     model = Transformer(SMALL).eval()
     out = model.generate(torch.zeros(1, 3, dtype=torch.long), 5)
     assert out.shape == (1, 8)
+
+
+def test_shipped_model_sizes_span_tests_to_1b():
+    """tiny.yaml is for tests, demo.yaml ~1M, 1b-gpu.yaml ~1B (built on the meta device: no memory)."""
+    from conftest import REPO
+    from ringbit.config import PretrainConfig, load_config
+
+    sizes = {}
+    for name in ("tiny", "demo", "1b-gpu"):
+        cfg = load_config(PretrainConfig, REPO / f"jobs/configs/{name}.yaml").model
+        with torch.device("meta"):
+            sizes[name] = count_parameters(Transformer(cfg))
+    assert sizes["tiny"] < sizes["demo"] < sizes["1b-gpu"]
+    assert 1e6 <= sizes["demo"] < 2e6
+    assert 0.9e9 < sizes["1b-gpu"] < 1.3e9

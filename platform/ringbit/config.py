@@ -160,6 +160,27 @@ class DeepSpeedConfig(StrictModel):
     )
 
 
+class ParallelConfig(StrictModel):
+    """Sequence parallelism: each sequence is split over `sequence_parallel` workers."""
+
+    sequence_parallel: int = Field(
+        1, ge=1, description="Workers per sequence (SP degree); workers.num_workers must divide by it."
+    )
+    strategy: Literal["ring", "ulysses", "hybrid"] = Field(
+        "ring",
+        description=(
+            "ring = Ring Attention (KV blocks passed around the SP group); ulysses = all-to-all "
+            "(scatter heads, gather sequence; n_heads must divide by the SP degree); hybrid = "
+            "Ulysses inside groups of ulysses_size, ring across them."
+        ),
+    )
+    layout: Literal["contiguous", "zigzag", "striped"] = Field(
+        "zigzag", description="How a sequence is split over the SP group (zigzag/striped balance causal work)."
+    )
+    ulysses_size: int = Field(1, ge=1, description="hybrid only: Ulysses group size; divides sequence_parallel.")
+    block_size: int = Field(512, ge=1, description="Query/key block size of blockwise and ring attention.")
+
+
 class WorkersConfig(StrictModel):
     """Ray Train scaling and fault tolerance."""
 
@@ -208,29 +229,58 @@ class PretrainConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     mlflow: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _combinations(self) -> "PretrainConfig":
-        per_pass = self.train.micro_batch_size * self.workers.num_workers
+        sp, p = self.parallel.sequence_parallel, self.parallel
+        if self.workers.num_workers % sp:
+            raise ValueError(
+                f"workers.num_workers ({self.workers.num_workers}) must be a multiple of "
+                f"parallel.sequence_parallel ({sp})"
+            )
+        per_pass = self.train.micro_batch_size * self.data_parallel
         if self.train.global_batch_size % per_pass:
             raise ValueError(
                 f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
-                f"train.micro_batch_size * workers.num_workers ({per_pass}); "
+                f"train.micro_batch_size * data-parallel workers (workers.num_workers / "
+                f"parallel.sequence_parallel) = {per_pass}; "
                 f"try {per_pass * max(1, round(self.train.global_batch_size / per_pass))}"
             )
-        if self.data.seq_len > self.model.max_seq_len:
+        padded = self.padded_seq_len
+        if padded > self.model.max_seq_len:
             raise ValueError(
-                f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len "
-                f"({self.model.max_seq_len}); raise model.max_seq_len or lower data.seq_len"
+                f"data.seq_len ({self.data.seq_len}, padded to {padded} for the {p.layout} layout "
+                f"over {sp} workers) exceeds model.max_seq_len ({self.model.max_seq_len}); raise "
+                "model.max_seq_len or lower data.seq_len"
+            )
+        if sp > 1 and p.strategy == "ulysses" and self.model.n_heads % sp:
+            raise ValueError(
+                f"parallel.strategy ulysses scatters heads: model.n_heads ({self.model.n_heads}) must "
+                f"divide by parallel.sequence_parallel ({sp}); use strategy ring or hybrid"
+            )
+        if p.strategy == "hybrid" and (sp % p.ulysses_size or self.model.n_heads % p.ulysses_size):
+            raise ValueError(
+                f"parallel.ulysses_size ({p.ulysses_size}) must divide parallel.sequence_parallel "
+                f"({sp}) and model.n_heads ({self.model.n_heads})"
             )
         return self
 
     @property
+    def padded_seq_len(self) -> int:
+        """seq_len rounded up to the layout's chunk count (ringbit.parallel.layout.padded_length;
+        kept torch-free here so validating a config stays instant)."""
+        chunks = self.parallel.sequence_parallel * (2 if self.parallel.layout == "zigzag" else 1)
+        return -(-self.data.seq_len // chunks) * chunks
+
+    @property
+    def data_parallel(self) -> int:
+        return self.workers.num_workers // self.parallel.sequence_parallel
+
+    @property
     def grad_accum_steps(self) -> int:
-        return self.train.global_batch_size // (
-            self.train.micro_batch_size * self.workers.num_workers
-        )
+        return self.train.global_batch_size // (self.train.micro_batch_size * self.data_parallel)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What each training worker reads: its own deterministic slice of the packed shards.
 
-Batch i of rank r is a pure function of (seed, i, r, world), so a resumed job reads exactly
-the batches it had not reached, and no two ranks ever read the same row in an epoch.
+A micro-batch is a pure function of (seed, step, micro index, data-parallel rank), so a resumed
+job reads exactly the batches it had not reached, and no row is read twice in an epoch.
 """
 
 from __future__ import annotations
@@ -14,25 +14,33 @@ import torch
 
 
 class TrainBatches:
-    def __init__(self, rows: np.ndarray, rank: int, world: int, micro_batch: int, seed: int):
-        self.rows, self.rank, self.world = rows, rank, world
+    """The micro-batches of one data-parallel rank.
+
+    Step s of an epoch owns rows perm[s*G : (s+1)*G] of a seeded per-epoch permutation
+    (G = global batch); data-parallel rank d takes its micro-batch j from that slice. So which rows
+    form a step depends only on (seed, step), not on how many workers share it: 2 data-parallel
+    workers, or 1 with twice the accumulation, or a sequence-parallel group, see the same batch.
+    """
+
+    def __init__(self, rows: np.ndarray, dp_rank: int, dp_size: int, micro_batch: int, accum: int, seed: int):
+        self.rows, self.dp_rank, self.dp_size = rows, dp_rank, dp_size
         self.micro_batch, self.seed = micro_batch, seed
-        self.per_rank = len(rows) // world
-        self.batches_per_epoch = self.per_rank // micro_batch
-        if self.batches_per_epoch == 0:
+        self.global_batch = micro_batch * accum * dp_size
+        self.steps_per_epoch = len(rows) // self.global_batch
+        if self.steps_per_epoch == 0:
             raise ValueError(
-                f"{len(rows)} training sequences cannot fill one micro-batch of {micro_batch} on "
-                f"each of {world} workers; lower train.micro_batch_size or data.seq_len"
+                f"{len(rows)} training sequences cannot fill one global batch of {self.global_batch}; "
+                "lower train.global_batch_size / train.micro_batch_size or data.seq_len, or use more data"
             )
 
     @lru_cache(maxsize=2)
-    def _epoch_rows(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
-        return order[: self.per_rank * self.world][self.rank :: self.world]
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
 
-    def batch(self, index: int) -> torch.Tensor:
-        epoch, j = divmod(index, self.batches_per_epoch)
-        idx = self._epoch_rows(epoch)[j * self.micro_batch : (j + 1) * self.micro_batch]
+    def batch(self, step: int, micro: int) -> torch.Tensor:
+        epoch, s = divmod(step, self.steps_per_epoch)
+        start = s * self.global_batch + (micro * self.dp_size + self.dp_rank) * self.micro_batch
+        idx = self._permutation(epoch)[start : start + self.micro_batch]
         return torch.from_numpy(self.rows[np.sort(idx)].astype(np.int64))
 
 

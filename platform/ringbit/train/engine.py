@@ -17,9 +17,13 @@ def use_bf16(precision: str, on_gpu: bool) -> bool:
 
 
 def deepspeed_config(cfg: PretrainConfig, on_gpu: bool) -> dict[str, Any]:
+    """DeepSpeed sees every worker as data-parallel (ZeRO partitions over all of them). With
+    sequence parallelism the workers of one SP group share sequences, so DeepSpeed's batch is
+    global_batch_size * sequence_parallel "shards"; the loss scaling in the loop keeps the
+    averaged gradient exact (see train/loop.py)."""
     bf16 = use_bf16(cfg.deepspeed.precision, on_gpu)
     ds: dict[str, Any] = {
-        "train_batch_size": cfg.train.global_batch_size,
+        "train_batch_size": cfg.train.global_batch_size * cfg.parallel.sequence_parallel,
         "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "gradient_clipping": cfg.train.grad_clip,

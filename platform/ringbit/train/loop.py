@@ -28,7 +28,8 @@ from ringbit.data.prepare import load_split
 from ringbit.models import Transformer
 from ringbit.models.io import save_model_dir
 from ringbit.train.engine import build_optimizer, deepspeed_config
-from ringbit.train.perplexity import all_reduce_sums, nll_sums, perplexity
+from ringbit.parallel.sequence import IGNORE, SequenceParallel, setup_sequence_parallel
+from ringbit.train.perplexity import all_reduce_sums, perplexity
 
 CHECKPOINT_TAG = "ckpt"
 PROGRESS_PREFIX = "[ringbit] step="
@@ -46,12 +47,25 @@ def _all_reduce(value: float, op=dist.ReduceOp.SUM, device="cpu") -> float:
     return t.item()
 
 
-def evaluate(engine, rows, rank: int, world: int, cfg: PretrainConfig, device) -> tuple[float, float]:
+def token_nll(engine, rows: torch.Tensor, sp: SequenceParallel) -> tuple[torch.Tensor, int]:
+    """Summed NLL of this rank's target tokens (a sequence shard when sequence-parallel)."""
+    inputs, targets, positions = sp.shard_batch(rows)
+    logits = engine(inputs, positions).float()
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                          ignore_index=IGNORE, reduction="sum")
+    return nll, int((targets != IGNORE).sum())
+
+
+def evaluate(engine, rows, sp: SequenceParallel, cfg: PretrainConfig, device) -> tuple[float, float]:
+    """Sums over every rank: data-parallel groups hold disjoint rows, SP ranks disjoint tokens."""
     engine.eval()
-    batches = eval_batches(rows, rank, world, cfg.train.micro_batch_size, cfg.train.eval_batches)
-    total, count = all_reduce_sums(*nll_sums(engine, batches, device), device=device)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in eval_batches(rows, sp.dp_rank, sp.dp_size, cfg.train.micro_batch_size, cfg.train.eval_batches):
+            nll, n = token_nll(engine, batch.to(device), sp)
+            total, count = total + nll.item(), count + n
     engine.train()
-    return perplexity(total, count)
+    return perplexity(*all_reduce_sums(total, count, device=device))
 
 
 def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
@@ -107,8 +121,9 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
 
     rank, world, device = launcher.rank, launcher.world, launcher.device
     torch.manual_seed(cfg.train.seed)
+    sp = setup_sequence_parallel(cfg.parallel, cfg.data.seq_len, rank, world)
 
-    model = Transformer(cfg.model)
+    model = Transformer(cfg.model, attend=sp.attend)
     optimizer, scheduler = build_optimizer(model, cfg.train)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
@@ -125,7 +140,8 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
 
     data_dir = Path(config["data_dir"])
     train_rows, val_rows = load_split(data_dir, "train"), load_split(data_dir, "val")
-    batches = TrainBatches(train_rows, rank, world, cfg.train.micro_batch_size, cfg.train.seed)
+    batches = TrainBatches(train_rows, sp.dp_rank, sp.dp_size, cfg.train.micro_batch_size,
+                           cfg.grad_accum_steps, cfg.train.seed)
     buffer = None
     if rank == 0 and config.get("run_id"):
         from mlflow.tracking import MlflowClient
@@ -139,26 +155,29 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     step_log: list[dict[str, float]] = []  # wall-clock per step, for benchmarks
     for step in range(start, t.max_steps):
         began = time.perf_counter()
-        loss_sum = 0.0
+        nll_sum = 0.0
         for micro in range(accum):
-            batch = batches.batch(step * accum + micro).to(device)
-            logits = engine(batch[:, :-1])
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-            engine.backward(loss)
+            rows = batches.batch(step, micro).to(device)
+            nll, _ = token_nll(engine, rows, sp)
+            # DeepSpeed averages gradients over all `world` ranks. Scaling the summed NLL by the SP
+            # degree over the micro-batch's real tokens makes that average the exact gradient of
+            # the mean token loss: SP ranks hold disjoint tokens of the same sequences.
+            engine.backward(nll * sp.size / (rows.shape[0] * cfg.data.seq_len))
             engine.step()
-            loss_sum += loss.item()
+            nll_sum += nll.item()
         done = step + 1
         metrics: dict[str, float] = {
-            "train_loss": _all_reduce(loss_sum / accum, device=device) / world,
+            "train_loss": _all_reduce(nll_sum, device=device) / (t.global_batch_size * cfg.data.seq_len),
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_s": tokens_per_step / (time.perf_counter() - began),
             "peak_memory_mb": _all_reduce(peak_memory_mb(device), dist.ReduceOp.MAX, device),
         }
         is_eval = done % t.eval_interval == 0 or done == t.max_steps
         is_ckpt = done % t.checkpoint_interval == 0 or done == t.max_steps
-        step_log.append({"step": done, "end": time.time(), "seconds": time.perf_counter() - began})
+        step_log.append({"step": done, "end": time.time(), "seconds": time.perf_counter() - began,
+                         "train_loss": metrics["train_loss"]})
         if is_eval:
-            metrics["val_loss"], metrics["val_ppl"] = evaluate(engine, val_rows, rank, world, cfg, device)
+            metrics["val_loss"], metrics["val_ppl"] = evaluate(engine, val_rows, sp, cfg, device)
         if buffer:
             buffer.add(done, **metrics)
         if rank == 0 and (is_eval or is_ckpt or done % t.log_interval == 0 or done == start + 1):
