@@ -88,6 +88,19 @@ def test_pretrain_job_logs_to_mlflow_and_registers_model(platform, tmp_path):
     assert isinstance(out[0], str) and out[0]
 
 
+def test_sequence_parallel_job_trains_and_logs_val_ppl(platform):
+    """2 workers holding halves of each sequence (ring attention, zigzag) under ZeRO-2."""
+    env, client, _ = platform
+    proc = ringbit("submit", "pretrain", *TINY, "--name", "e2e-ring", "--set", "parallel.sequence_parallel=2",
+                   "--set", "parallel.block_size=16", "--set", "deepspeed.zero_stage=2", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = run_of(client, "ringbit-tests", "e2e-ring")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["parallel.sequence_parallel"] == "2" and run.data.params["parallel.strategy"] == "ring"
+    ppl = steps(client, run.info.run_id, "val_ppl")
+    assert [s for s, _ in ppl] == [10, 20, 30] and ppl[-1][1] < ppl[0][1]
+
+
 def test_crashed_job_leaves_run_failed(platform):
     env, client, _ = platform
     proc = ringbit("submit", "pretrain", *TINY, "--name", "e2e-crash",

@@ -74,3 +74,11 @@ def test_sequence_parallel_training_matches_data_parallel(baseline, strategy, la
     assert losses[-1] < losses[0]
     for step, (a, b) in enumerate(zip(baseline, losses), 1):
         assert abs(a - b) / abs(a) < 1e-3, f"step {step}: sp1 {a} vs sp2 {b}"
+
+
+def test_hybrid_over_four_workers_matches_data_parallel(baseline, data_dir, tmp_path):
+    """Ulysses groups of 2 inside, ring across: 4 workers share each sequence."""
+    losses = train_losses(["parallel.sequence_parallel=4", "parallel.strategy=hybrid", "parallel.ulysses_size=2",
+                           "parallel.layout=zigzag"], data_dir, tmp_path, workers=4)
+    for step, (a, b) in enumerate(zip(baseline, losses), 1):
+        assert abs(a - b) / abs(a) < 1e-3, f"step {step}: sp1 {a} vs hybrid {b}"

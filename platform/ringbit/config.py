@@ -179,6 +179,9 @@ class ParallelConfig(StrictModel):
     )
     ulysses_size: int = Field(1, ge=1, description="hybrid only: Ulysses group size; divides sequence_parallel.")
     block_size: int = Field(512, ge=1, description="Query/key block size of blockwise and ring attention.")
+    timeout_s: float = Field(
+        600, gt=0, description="Timeout of the SP groups' collectives: a lost peer fails the step, never hangs it."
+    )
 
 
 class WorkersConfig(StrictModel):

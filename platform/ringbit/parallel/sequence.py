@@ -9,6 +9,7 @@ attention strategy (ring, Ulysses or hybrid) lets every query see the keys it ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
 import torch
@@ -42,11 +43,11 @@ class SequenceParallel:
         return inputs[:, pos], targets[:, pos], pos.expand(rows.shape[0], -1)
 
 
-def _new_groups(rank_lists: list[list[int]], rank: int) -> Any:
+def _new_groups(rank_lists: list[list[int]], rank: int, timeout_s: float) -> Any:
     """dist.new_group must be called by every rank for every group, in the same order."""
     mine = None
     for ranks in rank_lists:
-        group = dist.new_group(ranks)
+        group = dist.new_group(ranks, timeout=timedelta(seconds=timeout_s))
         if rank in ranks:
             mine = group
     return mine
@@ -60,7 +61,7 @@ def setup_sequence_parallel(cfg: ParallelConfig, seq_len: int, rank: int, world:
     attend = None
     if sp > 1:
         bases = [g * sp for g in range(world // sp)]
-        sp_group = _new_groups([list(range(b, b + sp)) for b in bases], rank)
+        sp_group = _new_groups([list(range(b, b + sp)) for b in bases], rank, cfg.timeout_s)
         attend = _attention(cfg, sp_group, positions, seq_len, rank, bases)
     return SequenceParallel(sp, sp_rank, world // sp, dp_rank, seq_len, padded, positions, attend)
 
@@ -83,8 +84,9 @@ def _attention(cfg: ParallelConfig, sp_group, positions: torch.Tensor, seq_len: 
 
         u, sp = cfg.ulysses_size, cfg.sequence_parallel
         # Ulysses groups: consecutive ranks; ring groups: the same slot of each Ulysses group.
-        ulysses_group = _new_groups([list(range(b + i * u, b + (i + 1) * u)) for b in bases for i in range(sp // u)], rank)
-        ring_group = _new_groups([list(range(b + j, b + sp, u)) for b in bases for j in range(u)], rank)
+        ulysses_group = _new_groups([list(range(b + i * u, b + (i + 1) * u)) for b in bases for i in range(sp // u)],
+                                    rank, cfg.timeout_s)
+        ring_group = _new_groups([list(range(b + j, b + sp, u)) for b in bases for j in range(u)], rank, cfg.timeout_s)
 
         def attend(q, k, v, *, causal):
             return hybrid_attention(q, k, v, positions.to(q.device), causal=causal, ulysses_group=ulysses_group,
