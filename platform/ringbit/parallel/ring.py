@@ -145,6 +145,7 @@ def _ring_backward(q, k, v, out, lse, dout, q_pos, all_pos, ring: _Ring, mask: _
         local = _shard_grads(q, kv, out, lse, dout, q_pos, all_pos[ring.source(step)], mask, dq)
         _wait(requests)
         dkv = local if incoming_dkv is None else incoming_dkv.add_(local)
+        del local  # otherwise it stays alive through the next step's compute (memory per token)
         if incoming_kv is not None:
             kv = incoming_kv
     if ring.world > 1:  # final hop: the accumulator goes back to the shard's owner
