@@ -10,7 +10,9 @@ forkserver that has torch preloaded; torch.set_num_threads(1) per rank). Section
    for worlds 1, 2 and 4 (ring, zigzag layout), and single-process blockwise against naive full
    attention. Then the context at a fixed per-worker budget (world 1's peak at L0 tokens): the
    longest total length whose per-worker peak fits, found by doubling and bisection, for each world;
-   the claim checked is longest(N) / longest(1) >= 0.9 N.
+   the claim checked is longest(N) / longest(1) >= 0.9 N. Last, the same search for the whole model
+   (section 1d): one training step (forward, loss, backward) of the ringbit Transformer, 2 layers of
+   the demo dims, with ring attention in every layer; parameters and gradients count in the peak.
 2. Overlap: the ring forward against the same blockwise calls with no communication (compute
    only) and the same batch_isend_irecv rotations with no compute (communication only);
    overlap efficiency = (compute + comm - ring) / min(compute, comm), clipped to [0, 1].
@@ -48,6 +50,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from ringbit.config import ModelConfig
+from ringbit.models import Transformer, count_parameters
 from ringbit.parallel.blockwise import any_visible, blockwise_attention, merge, plan_blocks
 from ringbit.parallel.layout import LAYOUTS, chunk_count, shard_positions
 from ringbit.parallel.ring import ring_attention
@@ -60,6 +64,12 @@ LAYOUT = "zigzag"  # the layout of the memory, context and overlap sections
 WORLDS = (1, 2, 4)
 TIMEOUT_S = 300  # gloo init and collective timeout: a hung rank fails the run instead of hanging it
 MB = 2**20
+# Section 1d: jobs/configs/demo.yaml's dims with 2 layers and GQA; max_seq_len is set per measurement
+# to the total length (what a run at that context configures: every rank holds the whole RoPE table).
+MODEL_DIMS = {"vocab_size": 4096, "d_model": 128, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+MODEL_SEED = 0  # the same initial weights on every rank
+MODEL_SEARCH_STEP = 1.03  # the model's context is near N x longest(1): small steps bracket it in one
+# probe (were it far below, the search would only take more probes)
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,18 @@ class Settings:
     repeats: int  # timed rounds of the speed section
     overlap_repeats: int  # timed rounds of the overlap section (cheaper: forward only)
     warmup: int
+    model_budget_len: int  # section 1d: the budget is the whole model's world-1 peak at this length
+    model_rel_tol: float  # section 1d's search tolerance (each probe is a full training step)
 
 
 DEFAULT = Settings(mem_lengths=(1024, 2048, 4096, 8192, 16384), budget_len=2048, search_rel_tol=0.01,
                    compare_len=4096, compare_blocks=(64, 256, 1024), overlap_lengths=(1024, 4096),
-                   speed_len=4096, repeats=7, overlap_repeats=21, warmup=2)
+                   speed_len=4096, repeats=7, overlap_repeats=21, warmup=2,
+                   model_budget_len=2048, model_rel_tol=0.02)
 QUICK = Settings(mem_lengths=(1024, 2048, 4096), budget_len=1024, search_rel_tol=0.04,
                  compare_len=2048, compare_blocks=(64, 256), overlap_lengths=(2048,),
-                 speed_len=2048, repeats=3, overlap_repeats=7, warmup=1)
+                 speed_len=2048, repeats=3, overlap_repeats=7, warmup=1,
+                 model_budget_len=512, model_rel_tol=0.04)
 
 
 # ============================================================================ the unit of work
@@ -151,7 +165,7 @@ def _quiet_fd2():
         os.close(saved)
 
 
-def peak_bytes(fn) -> int:
+def peak_bytes(fn, where: list | None = None) -> int:
     """Peak of the bytes that fn() holds live at once, counted at the CPU allocator.
 
     torch.profiler with profile_memory=True records one event per allocation (+bytes) and per
@@ -161,6 +175,7 @@ def peak_bytes(fn) -> int:
     deterministic, unlike RSS (which sees glibc caching, the interpreter and gloo's own buffers).
     fn() must allocate its inputs itself, so they are counted too (frees of memory allocated
     before the window are dropped by the profiler, so they cannot push the sum below zero).
+    If `where` is a list, the name of the innermost op running at the peak is appended to it.
     """
     gc.collect()
     with _quiet_fd2(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
@@ -168,10 +183,15 @@ def peak_bytes(fn) -> int:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())  # stable: same-timestamp events keep their order
-    live = peak = 0
+    live = peak = peak_ns = 0
     for event in events:
         live += event.nbytes()
-        peak = max(peak, live)
+        if live > peak:
+            peak, peak_ns = live, event.start_ns()
+    if where is not None:
+        running = [e for e in prof.profiler.kineto_results.events() if e.name() != "[memory]"
+                   and e.start_ns() <= peak_ns <= e.start_ns() + e.duration_ns()]
+        where.append(max(running, key=lambda e: e.start_ns()).name() if running else "?")
     return peak
 
 
@@ -222,28 +242,38 @@ def blockwise_vs_naive(length: int, blocks) -> dict[str, int]:
     return peaks
 
 
-def longest_at_budget(world: int, rank: int, budget: int, start: int, rel_tol: float) -> dict:
+def longest_at_budget(world: int, rank: int, budget: int, start: int, rel_tol: float,
+                      peak=None, step: float = 2.0) -> dict:
     """Longest total length (a multiple of `unit`) whose per-worker peak is <= budget.
 
-    Doubles (or halves) from `start` until the answer is bracketed, then bisects. Every rank
-    takes the same decisions because the peak is reduced over ranks first.
+    peak(total_len) is the per-worker peak, reduced over ranks (default: one ring attention layer,
+    section 1c). Multiplies (or divides) by `step` from `start` (default: doubles or halves) until
+    the answer is bracketed, then bisects. Every rank takes the same decisions because the peak is
+    reduced over ranks first.
     """
     unit = 8 * chunk_count(LAYOUT, world)  # zigzag needs a multiple of 2N chunks
+    peak = peak or (lambda length: layer_peak(ring, length, LAYOUT, world, rank))
     probes: dict[int, int] = {}
 
     def fits(length: int) -> bool:
-        probes[length] = layer_peak(ring, length, LAYOUT, world, rank)
+        probes[length] = peak(length)
         return probes[length] <= budget
+
+    def grow(length: int) -> int:
+        return max(length + unit, -(-int(length * step) // unit) * unit)
+
+    def shrink(length: int) -> int:
+        return int(length / step) // unit * unit
 
     length = max(unit, round(start / unit) * unit)
     if fits(length):
-        lo, hi = length, 2 * length
+        lo, hi = length, grow(length)
         while fits(hi):
-            lo, hi = hi, 2 * hi
+            lo, hi = hi, grow(hi)
     else:
-        lo, hi = length // 2 // unit * unit, length
+        lo, hi = shrink(length), length
         while lo >= unit and not fits(lo):
-            lo, hi = lo // 2 // unit * unit, lo
+            lo, hi = shrink(lo), lo
     while lo >= unit and hi - lo > max(unit, rel_tol * lo):
         mid = (lo + hi) // 2 // unit * unit
         if mid in (lo, hi):
@@ -251,6 +281,63 @@ def longest_at_budget(world: int, rank: int, budget: int, start: int, rel_tol: f
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return {"longest": max(lo, 0), "first_too_long": hi, "unit": unit,
             "probes_mb": {str(t): p / MB for t, p in sorted(probes.items())}}
+
+
+# ============================================================================ 1d. whole model
+
+
+def model_step(total_len: int, world: int, rank: int) -> None:
+    """One training step of the whole model on this rank's zigzag shard of a total_len sequence:
+    build the model (same seed on every rank) and its gradient buffers inside the measured window, so
+    parameters and gradients count in the peak; forward with ring attention in every layer,
+    cross-entropy over the local targets (sum / total_len, so the ranks' losses add up to the mean
+    over the sequence) and backward into the gradients. All is freed when this returns. World 1 runs
+    the same ring function, without communication.
+
+    The gradients are allocated before the forward, as in a loop that keeps them (accumulation,
+    DeepSpeed's gradient buffers): the peak comes early in the backward, before autograd would
+    create most of them, so with lazily created .grad they would not count in it.
+    """
+    positions = shard_positions(total_len, LAYOUT, world, rank)
+
+    def attend(q, k, v, *, causal):
+        return ring_attention(q, k, v, positions, causal=causal, group=None, seq_len=total_len,
+                              block_size=BLOCK)
+
+    torch.manual_seed(MODEL_SEED)
+    model = Transformer(ModelConfig(**MODEL_DIMS, max_seq_len=total_len), attend=attend)
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    gen = torch.Generator().manual_seed(1000 * world + rank)
+    ids, targets = torch.randint(MODEL_DIMS["vocab_size"], (2, 1, positions.numel()), generator=gen)
+    logits = model(ids, positions=positions[None])
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / total_len
+    loss.backward()
+
+
+def model_peak(total_len: int, world: int, rank: int, where: list | None = None) -> int:
+    """Per-worker peak (max over ranks) of one whole-model training step (`where`: see peak_bytes)."""
+    return int(_reduce_max(peak_bytes(lambda: model_step(total_len, world, rank), where)))
+
+
+def model_context(world: int, rank: int, budget: int, start: int, settings: Settings,
+                  known: dict[int, int] | None = None) -> dict:
+    """Section 1c's search for the whole model, plus one point at half the longest length so the
+    fit of fixed + per-token cost spans a factor 2 (the search's probes lie close together).
+    `known` holds peaks already measured (the peak is deterministic: world 1's budget is one)."""
+    peaks = dict(known or {})
+
+    def peak(length: int) -> int:
+        if length not in peaks:
+            peaks[length] = model_peak(length, world, rank)
+        return peaks[length]
+
+    found = longest_at_budget(world, rank, budget, start, settings.model_rel_tol, peak=peak,
+                              step=MODEL_SEARCH_STEP)
+    half = found["longest"] // 2 // found["unit"] * found["unit"]
+    if half >= found["unit"] and str(half) not in found["probes_mb"]:
+        found["fit_point_mb"] = {str(half): peak(half) / MB}
+    return found
 
 
 # ============================================================================ 2. overlap
@@ -351,6 +438,14 @@ def rank_work(world: int, rank: int, job: dict) -> dict:
         result["budget_bytes"] = job["budget_bytes"]
     result["context"] = longest_at_budget(world, rank, job["budget_bytes"], job["search_start"],
                                           settings.search_rel_tol)
+    known = {}
+    if world == 1:
+        where = []
+        job["model_budget_bytes"] = known[settings.model_budget_len] = model_peak(settings.model_budget_len, 1, 0,
+                                                                                  where)
+        result["model_budget_bytes"], result["model_peak_op"] = job["model_budget_bytes"], where[0]
+    result["model_context"] = model_context(world, rank, job["model_budget_bytes"], job["model_search_start"],
+                                            settings, known)
     if world > 1:
         result["overlap"] = [overlap(world, rank, t, settings) for t in settings.overlap_lengths]
     result["speed"] = speed(world, rank, settings)
@@ -502,12 +597,50 @@ def summarize(runs: dict[int, dict], settings: Settings, gpu: dict) -> dict:
                                       **{k: b / MB for k, b in w1["blockwise_vs_naive_bytes"].items()}},
         },
         "context_at_budget": {"budget_len": settings.budget_len, "budget_mb": budget / MB, "rows": context},
+        "model_context_at_budget": summarize_model(runs, settings),
         "overlap": [row for run in runs.values() for row in run.get("overlap", [])],
         "speed": {"total_len": settings.speed_len, "rows": speed, "speedups": speedups,
                   "note": "2 CPU cores: world-4 ranks oversubscribe the cores, so world-4 times show "
                           "correct scaling, not speed (they follow the work of all ranks together, not "
                           "the busiest rank's, so balanced layouts cannot help there)"},
         "gpu": gpu,
+    }
+
+
+def summarize_model(runs: dict[int, dict], settings: Settings) -> dict:
+    """Section 1d: the whole model's context at world 1's peak at model_budget_len tokens."""
+    longest1 = runs[1]["model_context"]["longest"]
+    fits, rows = {}, []
+    for world, run in runs.items():
+        found = run["model_context"]
+        peaks = {t: mb * MB for t, mb in {**found["probes_mb"], **found.get("fit_point_mb", {})}.items()}
+        fits[str(world)] = memory_fit(world, peaks)
+        ratio = found["longest"] / longest1
+        rows.append({"world": world, "longest_total_len": found["longest"],
+                     "longest_local_len": found["longest"] // world, "first_too_long": found["first_too_long"],
+                     "ratio": ratio, "claim_ratio_ge_0.9N": ratio >= 0.9 * world,
+                     "probes_mb": found["probes_mb"], "fit_point_mb": found.get("fit_point_mb", {})})
+    c1 = fits["1"]["bytes_per_local_token"]
+    for row in rows:  # as in 1c: the fixed cost C cancels, longest(N) / longest(1) = N c_1 / c_N
+        cn = fits[str(row["world"])]["bytes_per_local_token"]
+        row["predicted_ratio_from_fit"] = row["world"] * c1 / cn
+        row["extra_bytes_per_local_token_vs_w1"] = cn - c1
+    params = count_parameters(Transformer(ModelConfig(**MODEL_DIMS)))
+    head_dim = MODEL_DIMS["d_model"] // MODEL_DIMS["n_heads"]
+    return {
+        "model": {**MODEL_DIMS, "ffn_hidden": ModelConfig(**MODEL_DIMS).hidden, "max_seq_len": "total length",
+                  "attention": f"ring_attention ({LAYOUT}, block {BLOCK}) in every layer", "dtype": "float32",
+                  "step": "forward + cross-entropy (sum / total length) + backward; no optimizer",
+                  "init_seed": MODEL_SEED},
+        "parameters": params,
+        "params_and_grads_mb": 2 * 4 * params / MB,  # fp32 parameters + their gradients, on every rank
+        "rope_bytes_per_total_token": 2 * 4 * head_dim // 2,  # cos + sin tables, whole sequence, every rank
+        "budget_len": settings.model_budget_len,
+        "budget_mb": runs[1]["model_budget_bytes"] / MB,
+        "peak_op_world1": runs[1]["model_peak_op"],  # the op running at the world-1 budget peak
+        "search_rel_tol": settings.model_rel_tol,
+        "rows": rows,
+        "fit": fits,
     }
 
 
@@ -548,6 +681,7 @@ def print_tables(r: dict) -> None:
               f"{row['predicted_ratio_from_fit']:>14.2f}")
     print("    the block working set C cancels out of the ratio; what lowers it is the ring's extra buffers"
           "\n    per local token (KV in flight, dK/dV accumulator and its receive buffer), c_N > c_1.")
+    print_model_context(r["model_context_at_budget"], r["memory"]["fit"])
 
     print("\n2. Overlap of communication and compute, ring forward (ms)")
     print(f"{'world':>6s} {'tokens':>7s} {'ring':>9s} {'compute':>9s} {'comm':>9s} {'overlap eff':>12s} "
@@ -585,6 +719,57 @@ def print_tables(r: dict) -> None:
                   f"{row['bf16_merge_out_err']:>19.2e}")
 
 
+def print_model_context(m: dict, layer_fits: dict) -> None:
+    dims = m["model"]
+    print(f"\n1d. Whole model: longest context at a fixed per-worker budget of {m['budget_mb']:.2f} MB "
+          f"(world-1 peak at {m['budget_len']} tokens)")
+    print(f"    ringbit Transformer: vocab {dims['vocab_size']}, d_model {dims['d_model']}, {dims['n_layers']} layers, "
+          f"{dims['n_heads']} heads ({dims['n_kv_heads']} KV), SwiGLU {dims['ffn_hidden']}, fp32; ring attention\n"
+          f"    ({LAYOUT}, block {BLOCK}) in every layer, world 1 included; one step = forward + cross-entropy + backward")
+    print(f"{'workers':>8s} {'longest total':>14s} {'per worker':>11s} {'ratio vs 1':>11s} {'0.9 N':>6s} "
+          f"{'ratio >= 0.9 N':>15s} {'N c1/cN (fit)':>14s}")
+    for row in m["rows"]:
+        print(f"{row['world']:>8d} {row['longest_total_len']:>14d} {row['longest_local_len']:>11d} "
+              f"{row['ratio']:>11.2f} {0.9 * row['world']:>6.1f} {str(row['claim_ratio_ge_0.9N']):>15s} "
+              f"{row['predicted_ratio_from_fit']:>14.2f}")
+    fits = m["fit"]
+    print("    fit peak = C + c x local tokens:  "
+          + "   ".join(f"w{w}: C {f['constant_mb']:.2f} MB, c {f['bytes_per_local_token']:.0f} B" for w, f in fits.items()))
+    print(textwrap.fill(
+        f"The model and its gradient buffers are built inside each measured step, so every peak counts its "
+        f"{m['parameters'] / 1e6:.2f} M fp32 parameters and their gradients ({m['params_and_grads_mb']:.2f} MB "
+        "together, the same on every rank: part of a real per-worker budget; an optimizer's state, not included, "
+        "would add a fixed amount per rank too) and the RoPE tables of the whole sequence "
+        f"({m['rope_bytes_per_total_token']} B per total token, on every rank: they grow with N at a fixed local "
+        "length).", width=100, initial_indent="    ", subsequent_indent="    "))
+    passing = [row["world"] for row in m["rows"] if row["world"] > 1 and row["claim_ratio_ge_0.9N"]]
+    failing = [row["world"] for row in m["rows"] if row["world"] > 1 and not row["claim_ratio_ge_0.9N"]]
+    verdict = (f"holds at N = {', '.join(map(str, passing))}" if passing else "") + \
+        ("; " if passing and failing else "") + (f"FAILS at N = {', '.join(map(str, failing))}" if failing else "")
+    c1, layer_c1 = fits["1"]["bytes_per_local_token"], layer_fits["1"]["bytes_per_local_token"]
+    rope = m["rope_bytes_per_total_token"]
+    print(f"    claim ratio >= 0.9 N for the whole model: {verdict}. What N workers add per local token,"
+          f"\n    c_N - c_1 (fit), against the model's c_1 = {c1:.0f} B (RoPE tables: {rope} (N-1) B of it):")
+    for row in m["rows"]:
+        w = str(row["world"])
+        if row["world"] > 1 and w in layer_fits:
+            extra, layer_extra = row["extra_bytes_per_local_token_vs_w1"], layer_fits[w]["bytes_per_local_token"] - layer_c1
+            print(f"      w{w}: {extra:.0f} B = {100 * extra / c1:.1f}% of c_1, RoPE {rope * (row['world'] - 1)} B; "
+                  f"1c's lone layer: {layer_extra:.0f} B = {100 * layer_extra / layer_c1:.0f}% of its c_1")
+    op = m["peak_op_world1"]
+    if "softmax" in op or "nll" in op or "cross_entropy" in op:
+        why = (f"Why: the model's peak (world 1) is in {op}, the loss's backward over the logits (local tokens x "
+               f"{dims['vocab_size']} vocabulary, fp32) with every layer's saved activations live; the ring's buffers "
+               "(KV in flight, dK/dV accumulators) exist only inside one attention layer's forward or backward, when "
+               "the model holds less, so they hardly raise its peak. A lone layer (1c) holds nothing else, so there "
+               "they set the peak.")
+    else:
+        why = f"The model's peak (world 1) is in {op}."
+    print(textwrap.fill(f"{why} The ratio stays under N by what N workers add per local token (above) and by "
+                        "the search's unit (16 N tokens); fixed costs C cancel out of it.",
+                        width=100, initial_indent="    ", subsequent_indent="    "))
+
+
 def plot(r: dict, path: Path) -> None:
     import matplotlib
 
@@ -606,11 +791,17 @@ def plot(r: dict, path: Path) -> None:
     left.legend()
     worlds = [row["world"] for row in ctx["rows"]]
     longest = [row["longest_total_len"] for row in ctx["rows"]]
-    right.plot(worlds, longest, marker="o", label="measured")
+    model = r["model_context_at_budget"]
+    model_longest = [row["longest_total_len"] for row in model["rows"]]
+    right.plot(worlds, longest, marker="o", label=f"one attention layer (1c), {ctx['budget_mb']:.1f} MB")
+    right.plot(worlds, model_longest, marker="s", label=f"whole model (1d), {model['budget_mb']:.0f} MB")
     right.plot(worlds, [w * longest[0] for w in worlds], linestyle="--", color="grey", label="N x longest(1)")
     right.plot(worlds, [0.9 * w * longest[0] for w in worlds], linestyle=":", color="grey", label="0.9 N x longest(1)")
+    if model_longest[0] != longest[0]:  # different L0: the model's own reference lines
+        right.plot(worlds, [w * model_longest[0] for w in worlds], linestyle="--", color="grey")
+        right.plot(worlds, [0.9 * w * model_longest[0] for w in worlds], linestyle=":", color="grey")
     right.set(xlabel="workers", ylabel="longest total length (tokens)", xticks=worlds,
-              title=f"Context at {ctx['budget_mb']:.1f} MB per worker")
+              title="Context at a fixed budget per worker (world-1 peak)")
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -632,6 +823,15 @@ def _flat_metrics(r: dict) -> dict[str, float]:
     for row in r["context_at_budget"]["rows"]:
         m[f"context.w{row['world']}.longest"] = row["longest_total_len"]
         m[f"context.w{row['world']}.ratio"] = row["ratio"]
+    model = r["model_context_at_budget"]
+    m["model_context.budget_mb"] = model["budget_mb"]
+    m["model_context.params_and_grads_mb"] = model["params_and_grads_mb"]
+    for row in model["rows"]:
+        m[f"model_context.w{row['world']}.longest"] = row["longest_total_len"]
+        m[f"model_context.w{row['world']}.ratio"] = row["ratio"]
+    for world, fit in model["fit"].items():
+        m[f"model_context.w{world}.bytes_per_local_token"] = fit["bytes_per_local_token"]
+        m[f"model_context.w{world}.constant_mb"] = fit["constant_mb"]
     for o in r["overlap"]:
         for k in ("ring_s", "compute_s", "comm_s", "overlap_efficiency", "ring_over_compute"):
             m[f"overlap.w{o['world']}.T{o['total_len']}.{k}"] = o[k]
@@ -659,7 +859,8 @@ def log_to_mlflow(r: dict, png: Path) -> str | None:
         return None
     rid, now = run.info.run_id, int(time.time() * 1000)
     params = {**{f"shape.{k}": v for k, v in r["shape"].items()},
-              **{f"settings.{k}": v for k, v in r["settings"].items()}, "gpu": r["gpu"].get("gpu")}
+              **{f"settings.{k}": v for k, v in r["settings"].items()}, "gpu": r["gpu"].get("gpu"),
+              **{f"model_context.model.{k}": v for k, v in r["model_context_at_budget"]["model"].items()}}
     metrics = [Metric(k, float(v), now, 0) for k, v in _flat_metrics(r).items()]
     client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
     for i in range(0, len(metrics), 500):
@@ -678,11 +879,14 @@ def main() -> None:
     args = ap.parse_args()
     settings = QUICK if args.quick else DEFAULT
     started = time.perf_counter()
-    job = {"settings": asdict(settings), "budget_bytes": None, "search_start": settings.budget_len}
+    job = {"settings": asdict(settings), "budget_bytes": None, "search_start": settings.budget_len,
+           "model_budget_bytes": None, "model_search_start": settings.model_budget_len}
     runs = {1: spawn(1, job)}
-    for world in WORLDS[1:]:
-        start = world * runs[1]["context"]["longest"]  # the ideal: N times world 1's context
-        runs[world] = spawn(world, {**job, "budget_bytes": runs[1]["budget_bytes"], "search_start": start})
+    for world in WORLDS[1:]:  # the searches start at the ideal: N times world 1's context
+        runs[world] = spawn(world, {**job, "budget_bytes": runs[1]["budget_bytes"],
+                                    "search_start": world * runs[1]["context"]["longest"],
+                                    "model_budget_bytes": runs[1]["model_budget_bytes"],
+                                    "model_search_start": world * runs[1]["model_context"]["longest"]})
     result = summarize(runs, settings, gpu_section(args.quick))
     result["runtime_s"] = time.perf_counter() - started
     print_tables(result)

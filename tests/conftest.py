@@ -34,9 +34,10 @@ def ringbit(*args: str, env: dict | None = None, timeout: float = 600, check: bo
     return proc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """A private local Ray instance for library-level tests (Ray Data)."""
+    """A private local Ray instance per test module (Ray Data, Ray Train): a fresh cluster keeps
+    modules independent of what earlier ones left behind."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(),
