@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from conftest import REPO
-from ringbit.config import ParallelConfig, PretrainConfig, load_config
-from ringbit.parallel.layout import unshard
+from ringbit.config import PretrainConfig, load_config
+from ringbit.parallel.layout import padded_length, shard_positions, unshard
 from ringbit.parallel.sequence import IGNORE, SequenceParallel
-from ringbit.parallel.layout import padded_length, shard_positions
 
 
 def shards(layout: str, world: int, seq_len: int) -> list[SequenceParallel]:

@@ -60,13 +60,12 @@ def setup_sequence_parallel(cfg: ParallelConfig, seq_len: int, rank: int, world:
     positions = shard_positions(padded, cfg.layout, sp, sp_rank)
     attend = None
     if sp > 1:
-        bases = [g * sp for g in range(world // sp)]
-        sp_group = _new_groups([list(range(b, b + sp)) for b in bases], rank, cfg.timeout_s)
-        attend = _attention(cfg, sp_group, positions, seq_len, rank, bases)
+        sp_group = _new_groups([list(range(b, b + sp)) for b in range(0, world, sp)], rank, cfg.timeout_s)
+        attend = _attention(cfg, sp_group, positions, seq_len, rank, world)
     return SequenceParallel(sp, sp_rank, world // sp, dp_rank, seq_len, padded, positions, attend)
 
 
-def _attention(cfg: ParallelConfig, sp_group, positions: torch.Tensor, seq_len: int, rank: int, bases: list[int]):
+def _attention(cfg: ParallelConfig, sp_group, positions: torch.Tensor, seq_len: int, rank: int, world: int):
     if cfg.strategy == "ring":
         from ringbit.parallel.ring import ring_attention
 
@@ -80,13 +79,10 @@ def _attention(cfg: ParallelConfig, sp_group, positions: torch.Tensor, seq_len: 
             return ulysses_attention(q, k, v, positions.to(q.device), causal=causal, group=sp_group,
                                      seq_len=seq_len)
     else:
-        from ringbit.parallel.ulysses import hybrid_attention
+        from ringbit.parallel.ulysses import hybrid_attention, make_sp_groups
 
-        u, sp = cfg.ulysses_size, cfg.sequence_parallel
-        # Ulysses groups: consecutive ranks; ring groups: the same slot of each Ulysses group.
-        ulysses_group = _new_groups([list(range(b + i * u, b + (i + 1) * u)) for b in bases for i in range(sp // u)],
-                                    rank, cfg.timeout_s)
-        ring_group = _new_groups([list(range(b + j, b + sp, u)) for b in bases for j in range(u)], rank, cfg.timeout_s)
+        ulysses_group, ring_group = make_sp_groups(world, rank, cfg.ulysses_size, cfg.sequence_parallel,
+                                                   timedelta(seconds=cfg.timeout_s))
 
         def attend(q, k, v, *, causal):
             return hybrid_attention(q, k, v, positions.to(q.device), causal=causal, ulysses_group=ulysses_group,

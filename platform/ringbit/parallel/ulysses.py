@@ -14,6 +14,7 @@ positions of its tokens, and the masks are built from positions, never from indi
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -255,27 +256,31 @@ def hybrid_attention(
 # --------------------------------------------------------------------------- groups
 
 
-def make_sp_groups(world_size: int, rank: int, ulysses_size: int):
-    """(ulysses_group, ring_group) of `rank` for a hybrid over ranks [0, world_size).
+def make_sp_groups(world_size: int, rank: int, ulysses_size: int, sp_size: int | None = None,
+                   timeout: timedelta | None = None):
+    """(ulysses_group, ring_group) of `rank` for a hybrid over SP groups of `sp_size` consecutive
+    ranks (default: one group of all `world_size` ranks; more groups when data-parallel too).
 
-    Ulysses groups are consecutive ranks [k*U, (k+1)*U) (the all-to-all is the heavier, latency-
-    bound collective, so it gets the closest ranks, e.g. one node); ring groups are strided
-    {j, j+U, j+2U, ...}. dist.new_group is collective over the whole world: EVERY rank must call
-    this function (with the same arguments), because it creates every group, in the same order,
-    and keeps the two that contain `rank`.
+    Inside each SP group [b, b+sp): Ulysses groups are consecutive ranks [b+k*U, b+(k+1)*U) (the
+    all-to-all is the heavier, latency-bound collective, so it gets the closest ranks, e.g. one
+    node); ring groups are strided {b+j, b+j+U, ...}. dist.new_group is collective over the whole
+    world: EVERY rank must call this function (with the same arguments), because it creates every
+    group, in the same order, and keeps the two that contain `rank`.
     """
-    if ulysses_size < 1 or world_size % ulysses_size:
-        raise ValueError(f"ulysses_size ({ulysses_size}) must divide the sequence-parallel world ({world_size})")
-    u, r = ulysses_size, world_size // ulysses_size
-    ulysses_group = ring_group = None
-    for k in range(r):
-        ranks = list(range(k * u, (k + 1) * u))
-        group = dist.new_group(ranks)
-        if rank in ranks:
-            ulysses_group = group
-    for j in range(u):
-        ranks = list(range(j, world_size, u))
-        group = dist.new_group(ranks)
-        if rank in ranks:
-            ring_group = group
-    return ulysses_group, ring_group
+    sp = sp_size or world_size
+    if ulysses_size < 1 or sp % ulysses_size or world_size % sp:
+        raise ValueError(f"ulysses_size ({ulysses_size}) must divide the sequence-parallel world ({sp})")
+    u = ulysses_size
+    bases = range(0, world_size, sp)
+    ulysses_ranks = [list(range(b + k * u, b + (k + 1) * u)) for b in bases for k in range(sp // u)]
+    ring_ranks = [list(range(b + j, b + sp, u)) for b in bases for j in range(u)]
+    kwargs = {"timeout": timeout} if timeout is not None else {}
+    mine = []
+    for rank_lists in (ulysses_ranks, ring_ranks):
+        group_of_rank = None
+        for ranks in rank_lists:
+            group = dist.new_group(ranks, **kwargs)
+            if rank in ranks:
+                group_of_rank = group
+        mine.append(group_of_rank)
+    return mine[0], mine[1]

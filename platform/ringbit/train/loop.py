@@ -27,8 +27,8 @@ from ringbit.data.loader import TrainBatches, eval_batches
 from ringbit.data.prepare import load_split
 from ringbit.models import Transformer
 from ringbit.models.io import save_model_dir
-from ringbit.train.engine import build_optimizer, deepspeed_config
 from ringbit.parallel.sequence import IGNORE, SequenceParallel, setup_sequence_parallel
+from ringbit.train.engine import build_optimizer, deepspeed_config
 from ringbit.train.perplexity import all_reduce_sums, perplexity
 
 CHECKPOINT_TAG = "ckpt"
