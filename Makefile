@@ -8,13 +8,15 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo test bench down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml platform/ringbit/quant/csrc/lowbit_matmul.cpp
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@# DeepSpeed compiles a small C++ op on first use (~30 s); build it once here, cached in
 	@# TORCH_EXTENSIONS_DIR (~/.cache/torch_extensions), not inside every job and test.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+	@# ringbit's packed low-bit CPU kernel (BitNet inference), same cache.
+	$(PY) -c "from ringbit.quant.kernel import build; build()"
 	touch $(STAMP)
 
 venv: $(STAMP)

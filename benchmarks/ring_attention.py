@@ -876,7 +876,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter lengths and fewer repeats (~1.5 min)")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/ring_attention.json"))
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="section 4 alone (one CUDA device: bf16 ring arithmetic, blockwise vs SDPA)")
     args = ap.parse_args()
+    if args.gpu_only:
+        result = gpu_section(args.quick)
+        print(json.dumps(result, indent=2))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return
     settings = QUICK if args.quick else DEFAULT
     started = time.perf_counter()
     job = {"settings": asdict(settings), "budget_bytes": None, "search_start": settings.budget_len,

@@ -44,3 +44,23 @@ def local_ray():
              log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    """`ringbit up` on private ports and home (real Ray head + MLflow server), `down` after."""
+    home = tmp_path_factory.mktemp("ringbit-home")
+    env = {"RINGBIT_HOME": str(home), "RINGBIT_RAY_PORT": str(free_port()),
+           "RINGBIT_DASHBOARD_PORT": str(free_port()), "RINGBIT_MLFLOW_PORT": str(free_port())}
+    from mlflow.tracking import MlflowClient
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    ringbit("up", env=env, timeout=300, check=True)
+    url = f"http://127.0.0.1:{env['RINGBIT_MLFLOW_PORT']}"
+    try:
+        yield env, MlflowClient(url), url
+    finally:
+        down = ringbit("down", env=env, timeout=120)
+        if saved:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+        assert down.returncode == 0, down.stderr

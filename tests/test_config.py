@@ -1,15 +1,22 @@
 import pytest
 
 from conftest import REPO, ringbit
-from ringbit.config import ConfigError, PretrainConfig, flatten, load_config
+from ringbit.config import ConfigError, PretrainConfig, SweepConfig, flatten, load_config
 
-CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml") if not p.name.startswith("sweep"))
+SWEEPS = sorted((REPO / "jobs" / "configs").glob("sweep*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     cfg = load_config(PretrainConfig, path)
     assert cfg.train.global_batch_size % (cfg.train.micro_batch_size * cfg.workers.num_workers) == 0
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_configs_are_valid(path):
+    cfg = load_config(SweepConfig, path)  # validates every trial of the grid too
+    assert cfg.space.seq_len and cfg.space.weight_bits
 
 
 def test_dotted_override_is_typed():

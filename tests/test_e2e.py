@@ -3,33 +3,15 @@ API -> read the results back from the MLflow server -> `ringbit down`."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, ringbit
+from conftest import ringbit
 
 TINY = ["--config", "jobs/configs/tiny.yaml"]
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    home = tmp_path_factory.mktemp("ringbit-home")
-    env = {"RINGBIT_HOME": str(home), "RINGBIT_RAY_PORT": str(free_port()),
-           "RINGBIT_DASHBOARD_PORT": str(free_port()), "RINGBIT_MLFLOW_PORT": str(free_port())}
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    ringbit("up", env=env, timeout=300, check=True)
-    url = f"http://127.0.0.1:{env['RINGBIT_MLFLOW_PORT']}"
-    try:
-        yield env, MlflowClient(url), url
-    finally:
-        down = ringbit("down", env=env, timeout=120)
-        if saved:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-        assert down.returncode == 0, down.stderr
 
 
 def run_of(client: MlflowClient, experiment: str, name: str):
@@ -157,3 +139,48 @@ def test_stop_and_resume_continues_the_same_run(platform):
     # One continuous curve: every step exactly once, nothing skipped or duplicated.
     assert [s for s, _ in steps(client, run_id, "train_loss")] == list(range(1, total + 1))
     assert [s for s, _ in steps(client, run_id, "val_ppl")] == list(range(20, total + 1, 20))
+
+
+def test_bitnet_jobs_train_and_packed_export_keeps_perplexity(platform, tmp_path):
+    """1-bit and 1.58-bit models trained by 2-worker DeepSpeed jobs, the ternary one exported
+    packed, registered, and scored by eval-ppl like the model it came from."""
+    import json
+
+    env, client, url = platform
+    env = {**env, "MLFLOW_TRACKING_URI": url}
+    for bits, tag in ((1, "1bit"), (1.58, "b158")):
+        proc = ringbit("submit", "pretrain", *TINY, "--name", f"e2e-bitnet-{tag}",
+                       "--set", f"quant.weight_bits={bits}",
+                       "--set", f"mlflow.registered_model=tiny-bitnet-{tag}", env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run = run_of(client, "ringbit-tests", f"e2e-bitnet-{tag}")
+        assert run.info.status == "FINISHED" and float(run.data.params["quant.weight_bits"]) == bits
+        ppl = steps(client, run.info.run_id, "val_ppl")
+        assert [s for s, _ in ppl] == [10, 20, 30] and ppl[-1][1] < ppl[0][1], ppl
+
+    packed_dir = tmp_path / "packed"
+    exp = ringbit("export-bitnet", "--model", "models:/tiny-bitnet-b158@current",
+                  "--out", str(packed_dir), "--json", env=env, timeout=300)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    report = json.loads(exp.stdout.strip().splitlines()[-1])
+    assert report["format"] == "i2" and report["linear_ratio"] >= 7.5
+    assert report["registered"] == "models:/tiny-bitnet-b158-packed@current"
+
+    text = tmp_path / "eval.txt"
+    text.write_text("The while statement is used for repeated execution as long as an expression "
+                    "is true. " * 30)
+    scores = {}
+    for ref in ("models:/tiny-bitnet-b158@current", "models:/tiny-bitnet-b158-packed@current",
+                str(packed_dir)):
+        ev = ringbit("eval-ppl", "--model", ref, "--data", str(text), "--json", env=env, check=True)
+        scores[ref] = json.loads(ev.stdout.strip().splitlines()[-1])["ppl"]
+    unpacked = scores.pop("models:/tiny-bitnet-b158@current")
+    for ref, ppl in scores.items():
+        assert ppl == pytest.approx(unpacked, rel=1e-4), ref
+
+    again = ringbit("export-bitnet", "--model", str(packed_dir), "--out", str(tmp_path / "x"), env=env)
+    assert again.returncode == 2 and "no BitLinear layers" in again.stderr
+    missing = ringbit("export-bitnet", "--model", "models:/no-such-model@current",
+                      "--out", str(tmp_path / "y"), env=env)
+    assert missing.returncode == 2 and "no-such-model" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -61,14 +61,15 @@ def test_attention_and_linear_seams_are_used():
 
     made = []
 
-    def recording_linear(i, o):
-        made.append((i, o))
+    def recording_linear(i, o, role):
+        made.append((i, o, role))
         return torch.nn.Linear(i, o, bias=False)
 
     model = Transformer(SMALL, linear=recording_linear, attend=recording_attention)
     model(torch.randint(0, 300, (1, 8)))
     assert len(calls) == SMALL.n_layers and all(c for _, c in calls)
     assert len(made) == SMALL.n_layers * 7  # q k v o + gate up down
+    assert {r for *_, r in made} == {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -41,11 +41,13 @@ def fit(cfg: PretrainConfig, data_dir: Path, storage: Path, max_failures: int = 
     ).fit()
 
 
-@pytest.mark.parametrize("stage", [0, 1, 3])
-def test_every_zero_stage_trains_and_exports_consistent_weights(stage, data_dir, tmp_path):
+@pytest.mark.parametrize("stage, quant", [(0, None), (1, None), (3, None),
+                                          (1, "weight_bits: 1"), (3, "weight_bits: 1.58")])
+def test_every_zero_stage_trains_and_exports_consistent_weights(stage, quant, data_dir, tmp_path):
     cfg = load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml", [
         f"deepspeed.zero_stage={stage}", "train.max_steps=20", "train.eval_interval=20",
-        "train.checkpoint_interval=20", "train.eval_batches=null"])
+        "train.checkpoint_interval=20", "train.eval_batches=null",
+        *([f"quant={{{quant}}}"] if quant else [])])
     result = fit(cfg, data_dir, tmp_path)
     assert result.metrics["step"] == 20
     with result.checkpoint.as_directory() as ckpt:

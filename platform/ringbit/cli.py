@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ringbit.config import ConfigError, PretrainConfig, load_config, to_yaml
+from ringbit.config import ConfigError, PretrainConfig, SweepConfig, load_config, to_yaml
 
 app = typer.Typer(
     help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
@@ -28,8 +28,15 @@ def _pretrain_runner(cfg):
     return run_pretrain(cfg)
 
 
+def _sweep_runner(cfg):
+    from ringbit.tune.sweep import run_sweep
+
+    return run_sweep(cfg)
+
+
 WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
     "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
+    "sweep": (SweepConfig, "jobs/sweep.py", _sweep_runner),
 }
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Job YAML, e.g. jobs/configs/demo.yaml.")]
@@ -146,7 +153,15 @@ def submit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every log line.")] = False,
 ) -> None:
     """Submit a job through the Ray Jobs API and follow it with a progress bar."""
-    overrides = list(overrides or [])
+    if workflow not in WORKFLOWS:
+        raise fail(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}", 2)
+    _submit(workflow, config, list(overrides or []), name, address, mlflow_uri, python, dry_run,
+            follow_logs, verbose)
+
+
+def _submit(workflow: str, config: Path, overrides: list[str], name: str | None, address: str | None,
+            mlflow_uri: str | None, python: str | None, dry_run: bool, follow_logs: bool,
+            verbose: bool) -> None:
     if name:
         overrides.append(f"name={name}")
     cfg = _load(workflow, config, overrides)
@@ -161,7 +176,9 @@ def submit(
 
     settings = _settings()
     env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri(mlflow_uri or cfg.mlflow.tracking_uri),
-           "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(settings.home)}
+           "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(settings.home),
+           # on `ringbit stop`, give the driver time to mark runs KILLED / save Tune's state
+           "RAY_JOB_STOP_WAIT_TIME_S": "60"}
     try:
         entry = jobs.entrypoint(WORKFLOWS[workflow][1], config, overrides, python or sys.executable)
         job_id = jobs.submit(_address(address), entry, cfg.name, env)
@@ -171,12 +188,48 @@ def submit(
         raise fail(f"could not submit to {_address(address)}: {exc}\n"
                    "is the platform up? run `ringbit up` (or pass --address)") from None
     typer.echo(f"submitted {job_id} (name {cfg.name})")
+    if workflow == "sweep":  # what `ringbit sweep --resume NAME` resubmits
+        record = settings.home / "sweeps" / f"{cfg.name}.submit.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"config": str(config.resolve()), "overrides": overrides}))
     if not follow_logs:
         return
-    final = jobs.follow(_address(address), job_id, settings.home / "logs" / f"{job_id}.log", verbose)
+    show = jobs.follow_sweep if workflow == "sweep" else jobs.follow
+    final = show(_address(address), job_id, settings.home / "logs" / f"{job_id}.log", verbose)
     typer.echo(f"job {job_id}: {final}")
     if final not in ("SUCCEEDED", "DETACHED"):
         raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Sweep YAML, e.g. jobs/configs/sweep.yaml.")] = None,
+    overrides: SetOpt = None,
+    resume: Annotated[Optional[str], typer.Option(help="Resume the sweep of this name (finished trials are kept).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Sweep name; the same name resumes it.")] = None,
+    address: AddressOpt = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI the sweep logs to.")] = None,
+    python: Annotated[Optional[str], typer.Option(help="Interpreter on the cluster (default: this one).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every trial and print the resolved config.")] = False,
+    follow_logs: Annotated[bool, typer.Option("--follow/--no-follow", help="Show the live trial table until the sweep ends.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every log line.")] = False,
+) -> None:
+    """Ray Tune sweep over context length x weight bits: every trial a real pretraining job,
+    ASHA early stopping, one MLflow parent run with a child per trial, a live table here."""
+    overrides = list(overrides or [])
+    if resume:
+        record = _settings().home / "sweeps" / f"{resume}.submit.json"
+        if config is None:
+            if not record.is_file():
+                raise fail(f"--resume {resume}: no sweep of that name was submitted from here "
+                           f"({record} missing); pass --config with the sweep's YAML too", 2)
+            saved = json.loads(record.read_text())
+            config = Path(saved["config"])
+            overrides = [o for o in saved["overrides"] if not o.startswith("name=")] + overrides
+        name = resume
+    if config is None:
+        raise fail("give --config jobs/configs/<sweep>.yaml (or --resume NAME)", 2)
+    _submit("sweep", config, overrides, name, address, mlflow_uri, python, dry_run, follow_logs, verbose)
 
 
 @app.command("jobs")
@@ -262,6 +315,69 @@ def eval_ppl(
                f"log-perplexity {loss:.4f}   perplexity {ppl:.3f}   ({count} tokens, context {ctx}, stride {step})")
 
 
+@app.command("export-bitnet")
+def export_bitnet(
+    model: Annotated[str, typer.Option(help="BitNet model: folder, MLflow run id, runs:/… or models:/name@alias.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the packed model to.")],
+    ternary_format: Annotated[str, typer.Option(help="Ternary/2-bit packing: i2 (2-bit codes, 4 per byte) or t3 (base 3, 5 per byte).")] = "i2",
+    high_precision: Annotated[str, typer.Option(help="dtype kept for embeddings, norms and LM head: float32 or bfloat16.")] = "float32",
+    register: Annotated[Optional[str], typer.Option(help="Register the packed model under this name (default for models:/NAME@…: NAME-packed; none for a folder).")] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias to point at the packed version.")] = "current",
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (registry source and target).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the size report as JSON.")] = False,
+) -> None:
+    """Pack a trained BitNet model (1-bit: 8 weights per byte; ternary: 4 or 5 per byte) into
+    safetensors that PackedBitLinear runs directly; eval-ppl and generation load it as any model."""
+    from ringbit import tracking
+    from ringbit.quant.export import export_packed
+    from ringbit.quant.packing import TERNARY_FORMATS
+
+    if ternary_format not in TERNARY_FORMATS:
+        raise fail(f"--ternary-format {ternary_format!r}: choose one of {', '.join(TERNARY_FORMATS)}", 2)
+    if high_precision not in ("float32", "bfloat16"):
+        raise fail(f"--high-precision {high_precision!r}: choose float32 or bfloat16", 2)
+    if alias == "latest":
+        raise fail("--alias latest is reserved by MLflow; pick another name", 2)
+    if out.exists() and any(out.iterdir()):
+        raise fail(f"--out {out} exists and is not empty; choose a new folder", 2)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        src = tracking.resolve_model_ref(model, mlflow_uri)
+        report = export_packed(src, out, ternary_format, high_precision)
+    except (FileNotFoundError, ValueError, MlflowException) as exc:
+        raise fail(f"--model {model}: {exc}", 2) from None
+    if register is None and model.startswith("models:/"):
+        register = model.removeprefix("models:/").split("@")[0].split("/")[0] + "-packed"
+    if register:
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking.resolve_tracking_uri(mlflow_uri)
+        client = MlflowClient(uri)
+        run = client.create_run(tracking.experiment_id(client, "ringbit-export"),
+                                run_name=f"export-bitnet-{register}",
+                                tags={"ringbit.source_model": model, **tracking.default_tags()})
+        tracking.log_params(client, run.info.run_id, {"format": report["format"],
+                                                      "weight_bits": report["weight_bits"],
+                                                      "high_precision": high_precision,
+                                                      "source": model})
+        for key in ("linear_ratio", "checkpoint_ratio", "linear_packed_bytes", "checkpoint_packed_bytes"):
+            client.log_metric(run.info.run_id, key, report[key])
+        report["registered"] = tracking.log_and_register_model(uri, run.info.run_id, out, register, alias)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    mb = 1 / 2**20
+    typer.echo(f"packed {report['weight_bits']:g}-bit weights as {report['format']} into {out}")
+    typer.echo(f"  projections: {report['linear_packed_bytes'] * mb:.2f} MiB packed vs "
+               f"{report['linear_bf16_bytes'] * mb:.2f} MiB bf16 ({report['linear_ratio']:.1f}x smaller)")
+    typer.echo(f"  whole model: {report['checkpoint_packed_bytes'] * mb:.2f} MiB vs "
+               f"{report['checkpoint_bf16_bytes'] * mb:.2f} MiB bf16 ({report['checkpoint_ratio']:.2f}x; "
+               f"embeddings and LM head kept in {high_precision})")
+    if report.get("registered"):
+        typer.echo(f"  registered as {report['registered']}")
+
+
 # ---------------------------------------------------------------------------------- demo
 
 
@@ -276,8 +392,8 @@ def demo(
     config = config if config.exists() else REPO_ROOT / config
     _load("pretrain", config, overrides)  # fail fast, before anything starts
     up()
-    submit("pretrain", config, overrides=overrides, name=None, address=None, mlflow_uri=None,
-           python=None, dry_run=False, follow_logs=True, verbose=False)
+    _submit("pretrain", config, list(overrides or []), name=None, address=None, mlflow_uri=None,
+            python=None, dry_run=False, follow_logs=True, verbose=False)
     settings = _settings()
     typer.echo(f"\nMLflow UI:      {settings.mlflow_url}  (experiment ringbit-pretrain, model ringbit-lm)")
     typer.echo(f"Ray dashboard:  {settings.dashboard_url}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -81,6 +81,77 @@ class ModelConfig(StrictModel):
         return int(math.ceil(8 * self.d_model / 3 / 64) * 64)
 
 
+WEIGHT_BITS = (1, 1.58, 2, 4, 8, 16, 32)
+WEIGHT_BITS_CHOICES = ", ".join(f"{b:g}" for b in WEIGHT_BITS)
+
+
+class QuantConfig(StrictModel):
+    """BitLinear (BitNet / BitNet b1.58): every projection inside the blocks quantizes its weights
+    and input activations; embeddings and the LM head stay in high precision. 16 and 32 bits mean
+    "not quantized", so the full-precision baseline runs the same code path."""
+
+    weight_bits: float = Field(
+        1.58,
+        description=(
+            "1 = BitNet Sign(W - mean W) * mean|W|; 1.58 = b1.58 absmean ternary {-1, 0, +1}; "
+            "2/4/8 = symmetric absmax k-bit; 16/32 = no weight quantization."
+        ),
+    )
+    activation_bits: int = Field(
+        8,
+        description="Absmax activation bits (2-8, int8 at inference); 16/32 = no quantization.",
+    )
+    groups: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Group quantization for tensor-parallel splits: the input features of every "
+            "projection form this many groups, each with its own scales and SubLN statistics."
+        ),
+    )
+    subln: Literal["layernorm", "rmsnorm", "none"] = Field(
+        "rmsnorm",
+        description=(
+            "Normalisation without learnable affine applied inside BitLinear before the "
+            "activation quantizer (BitNet: layernorm; b1.58: rmsnorm)."
+        ),
+    )
+    shift_ffn_down_input: bool = Field(
+        False,
+        description=(
+            "Quantize the FFN down projection's input (the gated non-linearity's output) into "
+            "[0, Q_b] by subtracting its minimum: BitNet's variant for activations at a "
+            "non-linearity."
+        ),
+    )
+    eps: float = Field(1e-5, gt=0, description="Guards the scales against division by zero.")
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _weight_bits_supported(cls, bits: float) -> float:
+        if bits not in WEIGHT_BITS:
+            raise ValueError(f"weight_bits {bits:g} is not supported; choose one of {WEIGHT_BITS_CHOICES}")
+        return bits
+
+    @field_validator("activation_bits")
+    @classmethod
+    def _activation_bits_supported(cls, bits: int) -> int:
+        if not (2 <= bits <= 8 or bits in (16, 32)):
+            raise ValueError(
+                f"activation_bits {bits} is not supported; use 2-8 (8 = the papers' int8) or "
+                "16/32 for no activation quantization"
+            )
+        return bits
+
+    @property
+    def quantizes_weights(self) -> bool:
+        return self.weight_bits < 16
+
+    @property
+    def quantizes_activations(self) -> bool:
+        return self.activation_bits < 16
+
+
 class DataConfig(StrictModel):
     """Where the text comes from and how it becomes fixed-length token sequences."""
 
@@ -124,10 +195,23 @@ class TrainConfig(StrictModel):
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a fraction of lr.")
     warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
-    schedule: Literal["cosine", "linear", "constant"] = Field(
-        "cosine", description="Decay after warmup."
+    schedule: Literal["cosine", "linear", "polynomial", "two_stage", "constant"] = Field(
+        "cosine",
+        description=(
+            "Decay after warmup to min_lr_ratio: cosine, linear, polynomial (power poly_power; "
+            "BitNet), or two_stage (linear decay with a sudden cool-down to stage2_lr_ratio of "
+            "the curve at half way; BitNet b1.58)."
+        ),
+    )
+    poly_power: float = Field(1.0, gt=0, description="Exponent of the polynomial schedule.")
+    stage2_lr_ratio: float = Field(
+        0.5, gt=0, le=1, description="two_stage: LR multiplier applied from half way on."
     )
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (matrices only).")
+    weight_decay_schedule: Literal["constant", "two_stage"] = Field(
+        "constant",
+        description="two_stage: weight_decay for the first half, then 0 (BitNet b1.58).",
+    )
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 = off.")
@@ -234,10 +318,22 @@ class PretrainConfig(StrictModel):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     mlflow: TrackingConfig = Field(default_factory=TrackingConfig)
+    quant: QuantConfig | None = Field(
+        None, description="BitNet quantization of the blocks' projections; None = nn.Linear."
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> "PretrainConfig":
         sp, p = self.parallel.sequence_parallel, self.parallel
+        if self.quant is not None:
+            widths = {"model.d_model": self.model.d_model, "model.ffn_hidden": self.model.hidden,
+                      "model.n_heads * head_dim": self.model.n_heads * self.model.head_dim}
+            for field, width in widths.items():
+                if width % self.quant.groups:
+                    raise ValueError(
+                        f"quant.groups ({self.quant.groups}) must divide every projection's "
+                        f"input width; {field} is {width}"
+                    )
         if self.workers.num_workers % sp:
             raise ValueError(
                 f"workers.num_workers ({self.workers.num_workers}) must be a multiple of "
@@ -284,6 +380,131 @@ class PretrainConfig(StrictModel):
     @property
     def grad_accum_steps(self) -> int:
         return self.train.global_batch_size // (self.train.micro_batch_size * self.data_parallel)
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps (Ray Tune)
+# --------------------------------------------------------------------------------------------
+
+
+class SweepSpace(StrictModel):
+    """What the trials vary: the grid (search: grid) or the choices (random / optuna)."""
+
+    seq_len: list[int] = Field(description="Context lengths (data.seq_len) to try.")
+    weight_bits: list[float] = Field(
+        description="quant.weight_bits values (1, 1.58, 2, 4, 8, 16, 32; 16/32 = weights unquantized)."
+    )
+    lr: list[float] | None = Field(None, description="train.lr values; None = the base config's.")
+    extra: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="More dotted keys of the pretraining config and their values, e.g. "
+        "{'train.warmup_steps': [10, 50]}.",
+    )
+
+    @field_validator("seq_len", "weight_bits", "lr")
+    @classmethod
+    def _not_empty(cls, values: list | None) -> list | None:
+        if values is not None and not values:
+            raise ValueError("empty grid: give at least one value")
+        return values
+
+    @field_validator("seq_len")
+    @classmethod
+    def _lengths(cls, values: list[int]) -> list[int]:
+        bad = [v for v in values if v < 8]
+        if bad:
+            raise ValueError(f"context lengths must be >= 8, got {bad}")
+        return values
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _bits(cls, values: list[float]) -> list[float]:
+        bad = ", ".join(f"{b:g}" for b in values if b not in WEIGHT_BITS)
+        if bad:
+            raise ValueError(f"unsupported bit width(s) {bad}; choose from {WEIGHT_BITS_CHOICES}")
+        return values
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_lists(cls, values: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, choices in values.items():
+            if not choices:
+                raise ValueError(f"{key}: empty grid: give at least one value")
+        return values
+
+
+class AshaConfig(StrictModel):
+    """Asynchronous successive halving on val_ppl, reported every train.eval_interval steps."""
+
+    enabled: bool = Field(True, description="Stop clearly worse trials early.")
+    grace_period: int = Field(
+        20, ge=1, description="Steps every trial runs before it can be stopped."
+    )
+    reduction_factor: float = Field(2.0, gt=1, description="Keep the best 1/reduction_factor at each rung.")
+    brackets: int = Field(1, ge=1, description="ASHA brackets.")
+
+
+class SweepTracking(StrictModel):
+    """MLflow for a sweep: one parent run, one child run per trial."""
+
+    experiment: str = Field("ringbit-sweeps", description="MLflow experiment of the sweep.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow server; None = MLFLOW_TRACKING_URI or the local platform."
+    )
+
+
+class SweepConfig(StrictModel):
+    """A Ray Tune sweep of pretraining jobs over context length x weight bit width."""
+
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$",
+        description="Sweep name; resubmitting (or --resume) the same name resumes it.",
+    )
+    base: str = Field(
+        "jobs/configs/tiny.yaml", description="Pretraining config every trial starts from."
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted overrides applied to the base for every trial."
+    )
+    space: SweepSpace
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid = every combination; random / optuna draw num_samples trials."
+    )
+    num_samples: int = Field(
+        1, ge=1, description="grid: repeats of the whole grid; random/optuna: trials drawn."
+    )
+    tokens_per_step: int | None = Field(
+        None,
+        ge=8,
+        description="Equal tokens per optimizer step in every trial: train.global_batch_size = "
+        "tokens_per_step / seq_len (so equal steps mean equal tokens). None = the base batch.",
+    )
+    ring_above: int | None = Field(
+        None,
+        ge=8,
+        description="Contexts longer than this train with ring attention over all of a trial's "
+        "workers (parallel.sequence_parallel = workers.num_workers).",
+    )
+    asha: AshaConfig = Field(default_factory=AshaConfig)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="None = as many as the cluster's free CPUs/GPUs hold."
+    )
+    cpus_per_worker: float = Field(
+        0.49, gt=0, description="CPU share of each trial worker (two 2-worker trials fit 2 cores)."
+    )
+    trial_max_failures: int = Field(0, ge=0, description="Retries of a crashed trial.")
+    storage_path: str | None = Field(
+        None, description="Tune and trial state; None = <ringbit home>/sweeps."
+    )
+    mlflow: SweepTracking = Field(default_factory=SweepTracking)
+
+    @model_validator(mode="after")
+    def _every_trial_is_valid(self, info) -> "SweepConfig":
+        from ringbit.tune.space import check_trials
+
+        check_trials(self, (info.context or {}).get("base"))
+        return self
 
 
 # --------------------------------------------------------------------------------------------

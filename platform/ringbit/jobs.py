@@ -72,48 +72,103 @@ def parse_progress(line: str) -> tuple[int, int, dict[str, float]] | None:
     return int(m.group(1)), int(m.group(2)), values
 
 
-def follow(address: str, job_id: str, log_file: Path, verbose: bool = False) -> str:
-    """Stream a job's logs: a progress bar for training steps, ringbit lines printed, everything
-    saved to log_file. Returns the job's final status. Ctrl-C detaches (the job keeps running)."""
+def _tail(address: str, job_id: str, log_file: Path, on_line, display) -> str:
+    """Stream a job's logs into log_file, calling on_line per line inside the `display` context;
+    returns the final status. Ctrl-C detaches (the job keeps running)."""
     from ray.job_submission import JobStatus
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     client = job_client(address)
-    console = Console(stderr=False)
-    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}")]
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
-    async def tail(progress: Progress) -> None:
-        task = progress.add_task("train", total=None, info="starting…")
-        seen: dict[str, float] = {}
+    async def tail() -> None:
         with log_file.open("a") as out:
             async for chunk in client.tail_job_logs(job_id):
                 out.write(chunk)
                 out.flush()
                 for line in chunk.splitlines():
-                    parsed = parse_progress(line)
-                    if parsed:
-                        step, total, values = parsed
-                        seen.update(values)
-                        info = "  ".join(
-                            f"{k}={seen[k]:.4g}" for k in ("train_loss", "val_ppl", "tokens_per_s") if k in seen
-                        )
-                        progress.update(task, completed=step, total=total, info=info)
-                    elif verbose or "[ringbit]" in line:
-                        progress.console.print(line.split("[ringbit] ", 1)[-1] if "[ringbit]" in line else line,
-                                               markup=False, highlight=False)
+                    on_line(line)
 
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            asyncio.run(tail(progress))
+        with display:
+            asyncio.run(tail())
     except KeyboardInterrupt:
-        console.print(f"\ndetached; the job keeps running. Follow: ringbit logs {job_id} --follow; "
-                      f"stop: ringbit stop {job_id}")
+        print(f"\ndetached; the job keeps running. Follow: ringbit logs {job_id} --follow; "
+              f"stop: ringbit stop {job_id}")
         return "DETACHED"
     status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
         tail_lines = client.get_job_logs(job_id).splitlines()[-25:]
         print("\n".join(tail_lines), file=sys.stderr)
     return str(status.value if hasattr(status, "value") else status)
+
+
+def follow(address: str, job_id: str, log_file: Path, verbose: bool = False) -> str:
+    """A progress bar for training steps; ringbit lines printed; everything saved to log_file."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}")]
+    progress = Progress(*columns, console=Console(stderr=False), transient=False)
+    task = progress.add_task("train", total=None, info="starting…")
+    seen: dict[str, float] = {}
+
+    def on_line(line: str) -> None:
+        parsed = parse_progress(line)
+        if parsed:
+            step, total, values = parsed
+            seen.update(values)
+            info = "  ".join(f"{k}={seen[k]:.4g}" for k in ("train_loss", "val_ppl", "tokens_per_s") if k in seen)
+            progress.update(task, completed=step, total=total, info=info)
+        elif verbose or "[ringbit]" in line:
+            progress.console.print(line.split("[ringbit] ", 1)[-1] if "[ringbit]" in line else line,
+                                   markup=False, highlight=False)
+
+    return _tail(address, job_id, log_file, on_line, progress)
+
+
+TRIAL = re.compile(r"\[ringbit\] trial (\S+) (\S+)(.*)")
+
+
+def parse_trial(line: str) -> tuple[str, str, dict[str, str]] | None:
+    """`[ringbit] trial ID STATUS k=v …` -> (ID, STATUS, {k: v})."""
+    m = TRIAL.search(line)
+    if not m:
+        return None
+    return m.group(1), m.group(2), dict(kv.split("=", 1) for kv in m.group(3).split() if "=" in kv)
+
+
+def follow_sweep(address: str, job_id: str, log_file: Path, verbose: bool = False) -> str:
+    """A live table of the sweep's trials (status, step, val_ppl); other ringbit lines printed."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    trials: dict[str, tuple[str, dict[str, str]]] = {}
+    console = Console(stderr=False)
+
+    def render() -> Table:
+        table = Table(title="sweep trials", expand=False)
+        keys = [k for k in dict.fromkeys(k for _, v in trials.values() for k in v) if k not in ("step", "val_ppl")]
+        for col in ("trial", "status", *keys, "step", "val_ppl"):
+            table.add_column(col, justify="right" if col in ("step", "val_ppl") else "left")
+        styles = {"RUNNING": "cyan", "FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
+        for tid, (status, values) in trials.items():
+            table.add_row(tid, f"[{styles.get(status, 'white')}]{status}", *(values.get(k, "") for k in keys),
+                          values.get("step", ""), values.get("val_ppl", ""))
+        return table
+
+    live = Live(render(), console=console, refresh_per_second=2, transient=False)
+
+    def on_line(line: str) -> None:
+        parsed = parse_trial(line)
+        if parsed:
+            tid, status, values = parsed
+            merged = {**trials.get(tid, ("", {}))[1], **values}
+            trials[tid] = (status, merged)
+            live.update(render())
+        elif verbose or ("[ringbit]" in line and "step=" not in line):
+            console.print(line.split("[ringbit] ", 1)[-1] if "[ringbit]" in line else line,
+                          markup=False, highlight=False)
+
+    return _tail(address, job_id, log_file, on_line, live)

@@ -176,3 +176,38 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
         if (candidate / "config.json").is_file():
             return candidate
     raise FileNotFoundError(f"{uri} holds no ringbit model folder (config.json not found)")
+
+
+def log_benchmark_run(
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    files: list[Path] = (),
+    experiment: str = "ringbit-benchmarks",
+) -> str | None:
+    """One FINISHED run per benchmark invocation; None (and a note) when no server answers,
+    since the benchmark's JSON file is the record either way."""
+    import urllib.request
+
+    try:
+        uri = resolve_tracking_uri()
+        if uri.startswith("http"):  # fail fast instead of waiting out MLflow's retries
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3).read()
+        client = MlflowClient(uri)
+        run = client.create_run(experiment_id(client, experiment), run_name=run_name,
+                                tags=default_tags())
+    except Exception as exc:
+        print(f"(MLflow not reachable, not logged: {type(exc).__name__})")
+        return None
+    rid, now = run.info.run_id, int(time.time() * 1000)
+    client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for i in range(0, len(batch), 500):
+        client.log_batch(rid, metrics=batch[i:i + 500])
+    for f in files:
+        try:
+            client.log_artifact(rid, str(f))
+        except Exception as exc:  # the artifact store may not be reachable from here
+            print(f"(artifact {Path(f).name} not logged: {type(exc).__name__})")
+    client.set_terminated(rid)
+    return rid

@@ -1,41 +1,70 @@
-"""A trained model on disk: config.json + model.safetensors + tokenizer.json, nothing pickled."""
+"""A trained model on disk: config.json + model.safetensors + tokenizer.json, nothing pickled.
+
+config.json is {"model": ModelConfig, "quant": QuantConfig | null, "packing": {...} | null};
+a packed BitNet export (ringbit.quant.export) has packed uint8 weights in model.safetensors and
+its format under "packing". A bare ModelConfig dict (the first layout) still loads.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from ringbit.config import ModelConfig
+from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.linear import get_linear_factory
 from ringbit.models.transformer import Transformer
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 
 
-def save_model_dir(
-    out: str | Path, cfg: ModelConfig, state_dict: dict[str, torch.Tensor], tokenizer_json: str
+def write_model_dir(
+    out: str | Path, model: Transformer, tokenizer_json: str, packing: dict[str, Any] | None = None
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = Transformer(cfg)
-    model.load_state_dict(state_dict)
     save_model(model, str(out / WEIGHTS))  # handles the tied embedding/LM-head weight
-    (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    meta = {"model": model.cfg.model_dump(mode="json"),
+            "quant": model.quant.model_dump(mode="json") if model.quant else None,
+            "packing": packing}
+    (out / CONFIG).write_text(json.dumps(meta, indent=2))
     (out / TOKENIZER).write_text(tokenizer_json)
     return out
 
 
+def save_model_dir(
+    out: str | Path,
+    cfg: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    tokenizer_json: str,
+    quant: QuantConfig | None = None,
+) -> Path:
+    model = Transformer(cfg, quant=quant)
+    model.load_state_dict(state_dict)
+    return write_model_dir(out, model, tokenizer_json)
+
+
+def read_model_meta(path: str | Path) -> tuple[ModelConfig, QuantConfig | None, dict | None]:
+    meta = json.loads((Path(path) / CONFIG).read_text())
+    if "model" not in meta:  # first layout: the ModelConfig itself
+        return ModelConfig.model_validate(meta), None, None
+    quant = QuantConfig.model_validate(meta["quant"]) if meta.get("quant") else None
+    return ModelConfig.model_validate(meta["model"]), quant, meta.get("packing")
+
+
 def load_model_dir(path: str | Path, device: str = "cpu"):
-    """(Transformer in eval mode, tokenizers.Tokenizer) from a model folder."""
+    """(Transformer in eval mode, tokenizers.Tokenizer) from a model folder, packed or not."""
     from tokenizers import Tokenizer
 
     path = Path(path)
     missing = [f for f in (CONFIG, WEIGHTS, TOKENIZER) if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a ringbit model folder (missing {', '.join(missing)})")
-    cfg = ModelConfig.model_validate(json.loads((path / CONFIG).read_text()))
-    model = Transformer(cfg)
+    cfg, quant, packing = read_model_meta(path)
+    linear = get_linear_factory(cfg.linear, quant, packing["format"] if packing else None)
+    model = Transformer(cfg, linear=linear, quant=quant)
     load_model(model, str(path / WEIGHTS), device=device)
     return model.to(device).eval(), Tokenizer.from_file(str(path / TOKENIZER))

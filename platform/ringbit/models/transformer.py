@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringbit.config import ModelConfig
+from ringbit.config import ModelConfig, QuantConfig
 from ringbit.models.attention import AttentionFn, get_attention
 from ringbit.models.linear import LinearFactory, get_linear_factory
 
@@ -46,10 +46,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, linear: LinearFactory, attend: AttentionFn) -> None:
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.wq = linear(cfg.d_model, cfg.n_heads * cfg.head_dim)
-        self.wk = linear(cfg.d_model, cfg.kv_heads * cfg.head_dim)
-        self.wv = linear(cfg.d_model, cfg.kv_heads * cfg.head_dim)
-        self.wo = linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
+        self.wq = linear(cfg.d_model, cfg.n_heads * cfg.head_dim, "wq")
+        self.wk = linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, "wk")
+        self.wv = linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, "wv")
+        self.wo = linear(cfg.n_heads * cfg.head_dim, cfg.d_model, "wo")
         self.attend = attend
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -65,9 +65,9 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, cfg: ModelConfig, linear: LinearFactory) -> None:
         super().__init__()
-        self.w_gate = linear(cfg.d_model, cfg.hidden)
-        self.w_up = linear(cfg.d_model, cfg.hidden)
-        self.w_down = linear(cfg.hidden, cfg.d_model)
+        self.w_gate = linear(cfg.d_model, cfg.hidden, "w_gate")
+        self.w_up = linear(cfg.d_model, cfg.hidden, "w_up")
+        self.w_down = linear(cfg.hidden, cfg.d_model, "w_down")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
@@ -90,7 +90,8 @@ class Transformer(nn.Module):
     """`forward(input_ids, positions=None) -> logits`.
 
     `positions` lets a sequence shard carry its global token positions so RoPE follows the tokens
-    (sequence parallelism); by default positions are 0..seq-1.
+    (sequence parallelism); by default positions are 0..seq-1. `quant` makes every projection a
+    BitLinear (ringbit.quant); embeddings, norms and the LM head stay in high precision.
     """
 
     def __init__(
@@ -98,10 +99,11 @@ class Transformer(nn.Module):
         cfg: ModelConfig,
         linear: LinearFactory | None = None,
         attend: AttentionFn | None = None,
+        quant: QuantConfig | None = None,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
-        linear = linear or get_linear_factory(cfg.linear)
+        self.cfg, self.quant = cfg, quant
+        linear = linear or get_linear_factory(cfg.linear, quant)
         attend = attend or get_attention(cfg.attention)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, linear, attend) for _ in range(cfg.n_layers))

@@ -40,7 +40,8 @@ def deepspeed_config(cfg: PretrainConfig, on_gpu: bool) -> dict[str, Any]:
 
 
 def lr_multiplier(t: TrainConfig):
-    """Linear warmup, then cosine/linear decay to min_lr_ratio (or constant)."""
+    """Linear warmup, then decay to min_lr_ratio: cosine, linear, polynomial, two_stage (the
+    linear curve, times stage2_lr_ratio from half way on) or constant."""
 
     def f(step: int) -> float:
         if step < t.warmup_steps:
@@ -48,10 +49,32 @@ def lr_multiplier(t: TrainConfig):
         if t.schedule == "constant":
             return 1.0
         progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+        if t.schedule == "cosine":
+            shape = 0.5 * (1 + math.cos(math.pi * progress))
+        elif t.schedule == "polynomial":
+            shape = (1 - progress) ** t.poly_power
+        else:
+            shape = 1 - progress
+        lr = t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+        if t.schedule == "two_stage" and in_second_stage(step, t):
+            lr = max(t.min_lr_ratio, lr * t.stage2_lr_ratio)
+        return lr
 
     return f
+
+
+def in_second_stage(step: int, t: TrainConfig) -> bool:
+    """BitNet b1.58's two-stage recipe switches at half of the run."""
+    return step >= t.max_steps // 2
+
+
+def apply_weight_decay_schedule(optimizer: torch.optim.Optimizer, t: TrainConfig, step: int) -> None:
+    """two_stage: the configured weight decay for the first half, none in the second (b1.58)."""
+    if t.weight_decay_schedule == "constant":
+        return
+    for group in optimizer.param_groups:
+        initial = group.setdefault("initial_weight_decay", group["weight_decay"])
+        group["weight_decay"] = 0.0 if in_second_stage(step, t) else initial
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

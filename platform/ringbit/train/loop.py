@@ -28,7 +28,7 @@ from ringbit.data.prepare import load_split
 from ringbit.models import Transformer
 from ringbit.models.io import save_model_dir
 from ringbit.parallel.sequence import IGNORE, SequenceParallel, setup_sequence_parallel
-from ringbit.train.engine import build_optimizer, deepspeed_config
+from ringbit.train.engine import apply_weight_decay_schedule, build_optimizer, deepspeed_config
 from ringbit.train.perplexity import all_reduce_sums, perplexity
 
 CHECKPOINT_TAG = "ckpt"
@@ -123,7 +123,7 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     torch.manual_seed(cfg.train.seed)
     sp = setup_sequence_parallel(cfg.parallel, cfg.data.seq_len, rank, world)
 
-    model = Transformer(cfg.model, attend=sp.attend)
+    model = Transformer(cfg.model, quant=cfg.quant, attend=sp.attend)
     optimizer, scheduler = build_optimizer(model, cfg.train)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
@@ -156,6 +156,7 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     for step in range(start, t.max_steps):
         began = time.perf_counter()
         nll_sum = 0.0
+        apply_weight_decay_schedule(optimizer, t, step)
         for micro in range(accum):
             rows = batches.batch(step, micro).to(device)
             nll, _ = token_nll(engine, rows, sp)
@@ -191,7 +192,8 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
                 engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
                 if final_weights is not None and rank == 0:
                     tok = (data_dir / "tokenizer.json").read_text()
-                    save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok)
+                    save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok,
+                                   quant=cfg.quant)
                 launcher.report({**metrics, "step": done}, tmp)
         elif is_eval:
             launcher.report({**metrics, "step": done}, None)

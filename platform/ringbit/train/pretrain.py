@@ -44,7 +44,7 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     run_id, resumed = tracking.start_or_resume_run(client, cfg.mlflow.experiment, name)
     log(f"[ringbit] mlflow run {run_id} ({'resumed' if resumed else 'new'}): "
         f"{tracking.run_url(uri, client, run_id)}")
-    n_params = count_parameters(Transformer(cfg.model))
+    n_params = count_parameters(Transformer(cfg.model, quant=cfg.quant))
     tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")),
                                          "derived.grad_accum_steps": cfg.grad_accum_steps,
                                          "derived.n_params": n_params,

@@ -1,0 +1,1 @@
+"""Low-bit quantization: BitLinear, packing, the packed CPU kernel."""
