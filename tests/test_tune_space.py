@@ -74,3 +74,13 @@ def test_concurrency_follows_free_resources():
     assert concurrency(cfg, workers=2, use_gpu=True, free={"CPU": 8.0, "GPU": 2.0}) == 1
     with pytest.raises(SweepError, match="cpus_per_worker"):
         concurrency(cfg, workers=4, use_gpu=False, free={"CPU": 1.0})
+
+
+def test_extra_keys_and_nested_overrides_reach_the_trial_config():
+    cfg = sweep("space.extra={'train.schedule': ['cosine', 'linear'], 'train.eval_batches': [null]}",
+                "overrides.train.max_steps=12")
+    base = base_config(cfg)
+    assert base.train.max_steps == 12 and base.train.eval_interval == 5  # YAML's dotted keys kept
+    configs = [trial_config(base, cfg, p, "t") for p in grid(cfg)]
+    assert {c.train.schedule for c in configs} == {"cosine", "linear"}
+    assert all(c.train.eval_batches is None for c in configs)

@@ -125,3 +125,19 @@ def test_asha_stops_a_clearly_worse_trial_and_marks_its_run(platform):
     assert all(r.data.tags["ringbit.trial_status"] == "stopped_early"
                for r in runs if r.data.params["train.lr"] == "1e-07")
     assert any(r.info.status == "FINISHED" and r.data.params["train.lr"] == "0.003" for r in runs)
+
+
+def test_optuna_search_draws_trials_from_the_space(platform):
+    env, client, url = platform
+    env = {**env, "MLFLOW_TRACKING_URI": url}
+    proc = ringbit("sweep", *SWEEP, "--name", "t-optuna", "--set", "search=optuna",
+                   "--set", "num_samples=2", "--set", "space.seq_len=[32]",
+                   "--set", "space.lr=[1e-3, 3e-3]", "--set", "overrides.train.max_steps=10",
+                   env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = children(client, parent_of(client, "t-optuna").info.run_id)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert run.data.params["quant.weight_bits"] in ("1.0", "1.58")
+        assert run.data.params["train.lr"] in ("0.001", "0.003")
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_ppl")] == [5, 10]

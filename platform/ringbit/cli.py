@@ -179,6 +179,11 @@ def _submit(workflow: str, config: Path, overrides: list[str], name: str | None,
            "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(settings.home),
            # on `ringbit stop`, give the driver time to mark runs KILLED / save Tune's state
            "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+    if address is None:
+        # Every process of the job (Ray Train's placement-group cleaner included) must find this
+        # cluster even when several run on one machine; auto-detection then fails and stopped
+        # trials keep their CPUs.
+        env["RAY_ADDRESS"] = settings.ray_address
     try:
         entry = jobs.entrypoint(WORKFLOWS[workflow][1], config, overrides, python or sys.executable)
         job_id = jobs.submit(_address(address), entry, cfg.name, env)
@@ -264,6 +269,100 @@ def stop(job_id: str, address: AddressOpt = None) -> None:
 
     stopped = job_client(_address(address)).stop_job(job_id)
     typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+
+
+# ---------------------------------------------------------------------------------- serving
+
+serve_app = typer.Typer(help="Ray Serve applications (serving/config.yaml) on the platform's Ray.",
+                        no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+def _connect_ray(address: str | None) -> None:
+    from ringbit.services import ensure_client_env
+
+    ensure_client_env()
+    import ray
+
+    try:
+        ray.init(address=address or _settings().ray_address, log_to_driver=False,
+                 namespace="serve", logging_level="ERROR")
+    except Exception as exc:
+        raise fail(f"cannot reach Ray at {address or _settings().ray_address}: {exc}\n"
+                   "is the platform up? run `ringbit up` (or pass --ray-address)") from None
+
+
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster (default: the local platform).")]
+
+
+@serve_app.command("up")
+def serve_up(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Serve config (Ray Serve format).")] = Path("serving/config.yaml"),
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="APP=MODEL_REF, repeatable: which model an application serves.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port of the Serve proxy (default: the config's).")] = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI for models:/ references.")] = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Deploy every application of the serve config (idempotent: a redeploy updates in place)."""
+    from ringbit import serving
+    from ringbit.tracking import resolve_tracking_uri
+
+    config = config if config.exists() else serving.REPO / config
+    overrides = {}
+    for item in model or []:
+        name, sep, ref = item.partition("=")
+        if not sep or not name or not ref:
+            raise fail(f"--model {item!r}: expected APP=MODEL_REF, e.g. --model lm=models:/ringbit-lm@current", 2)
+        overrides[name] = ref
+    try:
+        cfg = serving.load_serve_config(config, overrides, port, resolve_tracking_uri(mlflow_uri))
+    except serving.ServeConfigError as exc:
+        raise fail(str(exc), 2) from None
+    _connect_ray(ray_address)
+    outcome = serving.deploy(cfg, log=typer.echo)
+    http = cfg.get("http_options", {})
+    base = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    for name, state in outcome.items():
+        route = next(a.get("route_prefix", "/") for a in cfg["applications"] if a["name"] == name)
+        typer.echo(f"{name:<12} {state:<10} {base}{route}")
+    if any(s != "RUNNING" for s in outcome.values()):
+        raise typer.Exit(1)
+
+
+@serve_app.command("status")
+def serve_status(
+    as_json: Annotated[bool, typer.Option("--json")] = False, ray_address: RayAddressOpt = None
+) -> None:
+    """Each application's state and, when unhealthy, why (exit 1 unless all are RUNNING)."""
+    from ringbit import serving
+
+    _connect_ray(ray_address)
+    report = serving.status()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    elif not report:
+        typer.echo("no applications deployed (ringbit serve up)")
+    for name, app_state in ({} if as_json else report).items():
+        typer.echo(f"{name:<12} {app_state['status']}")
+        for dep, d in app_state["deployments"].items():
+            typer.echo(f"  {dep:<22} {d['status']}")
+            if d["status"] not in ("HEALTHY", "UPDATING") and d["message"]:
+                typer.echo(f"    reason: {serving.failure_reason(d['message'])}")
+    if not report or any(a["status"] != "RUNNING" for a in report.values()):
+        raise typer.Exit(1)
+
+
+@serve_app.command("down")
+def serve_down(
+    apps: Annotated[Optional[list[str]], typer.Argument(help="Applications to remove (default: all, and Serve itself).")] = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Remove serving applications."""
+    from ringbit import serving
+
+    _connect_ray(ray_address)
+    removed = serving.shutdown(apps or None)
+    typer.echo(f"removed: {', '.join(removed) if removed else 'nothing was deployed'}")
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -4,6 +4,7 @@ config error before anything starts."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from ringbit.config import (
     SweepConfig,
     ValidationError,
     apply_overrides,
+    flatten,
     format_validation_error,
     load_config,
 )
@@ -26,8 +28,9 @@ def base_config(sweep: SweepConfig) -> PretrainConfig:
     if not path.is_absolute() and not path.exists() and (REPO / path).exists():
         path = REPO / path
     try:
-        return load_config(PretrainConfig, path, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                                                  for k, v in sweep.overrides.items()])
+        # `--set overrides.train.lr=…` nests where the YAML has dotted keys: flatten both
+        items = flatten(sweep.overrides).items()
+        return load_config(PretrainConfig, path, [f"{k}={json.dumps(v)}" for k, v in items])
     except ConfigError as exc:
         raise ValueError(f"base {sweep.base}: {exc}") from None
 
@@ -85,7 +88,7 @@ def trial_config(base: PretrainConfig, sweep: SweepConfig, params: dict[str, Any
             )
     for key, value in params.items():
         if key not in ("seq_len", "weight_bits", "lr"):
-            overrides.append(f"{key}={value}")
+            overrides.append(f"{key}={json.dumps(value)}")
     try:
         data = apply_overrides(data, overrides)
         return PretrainConfig.model_validate(data)

@@ -84,33 +84,28 @@ def _trial_lines_callback(keys: list[str], max_steps: int):
     return TrialLines()
 
 
-def _trial_id(result) -> str | None:
-    import re
-
-    if result.metrics and result.metrics.get("trial_id"):
-        return result.metrics["trial_id"]
-    m = re.search(r"_([0-9a-f]{5}_\d{5})(_|$)", Path(result.path).name) if result.path else None
-    return m.group(1) if m else None
-
-
 def summarize(results, keys: list[str], max_steps: int, interrupted: bool) -> tuple[list[dict], dict]:
-    """One row per trial and its val_ppl curve, from Tune's ResultGrid."""
+    """One row per trial and its val_ppl curve, from Tune's ResultGrid and its trials' states."""
+    # ResultGrid keeps the trials' own states (TERMINATED, ERROR, PENDING, …) next to the results.
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
     rows, curves = [], {}
-    for result in results:
+    for i, result in enumerate(results):
+        trial = trials[i] if trials else None
         df = result.metrics_dataframe
         records = [] if df is None else df.to_dict("records")
         ppl = [(int(r["step"]), float(r["val_ppl"])) for r in records
                if "val_ppl" in r and r["val_ppl"] == r["val_ppl"] and "step" in r]
-        steps = max((int(r["step"]) for r in records if r.get("step") == r.get("step") and "step" in r), default=0)
-        if result.error is not None:
+        steps = max((int(r["step"]) for r in records if "step" in r and r["step"] == r["step"]), default=0)
+        state = trial.status if trial is not None else None
+        if result.error is not None or state == "ERROR":
             status = "failed"
         elif steps >= max_steps:
             status = "finished"
-        elif interrupted:
-            status = "interrupted"
+        elif state == "TERMINATED" or (state is None and steps and not interrupted):
+            status = "stopped_early"
         else:
-            status = "stopped_early" if steps else "not_started"
-        tid = _trial_id(result) or f"trial{len(rows)}"
+            status = "interrupted" if steps else "not_started"
+        tid = trial.trial_id if trial is not None else (result.metrics or {}).get("trial_id", f"trial{i}")
         speeds = [r["tokens_per_s"] for r in records if r.get("tokens_per_s") == r.get("tokens_per_s") and "tokens_per_s" in r]
         mem = [r["peak_memory_mb"] for r in records if "peak_memory_mb" in r]
         rows.append({"trial": tid, "seq_len": result.config.get("seq_len"),
@@ -260,7 +255,9 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = print) -> dict[str,
         client.log_metric(parent, "best_val_ppl", best["best_val_ppl"])
     for status in ("finished", "stopped_early", "failed"):
         client.log_metric(parent, f"trials_{status}", sum(r["status"] == status for r in rows))
-    log("[ringbit] sweep results:\n" + text_table(rows))
+    log("[ringbit] sweep results:")
+    for line in text_table(rows).splitlines():
+        log(f"[ringbit]   {line}")
     log(f"[ringbit] summary and plots: {tracking.run_url(uri, client, parent)} (artifacts) and {exp_dir}")
     client.set_terminated(parent, "KILLED" if interrupted else "FINISHED")
     if interrupted:

@@ -1,0 +1,1 @@
+"""InstructScore: prompts, report parsing and scoring, synthetic training data."""

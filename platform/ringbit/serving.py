@@ -1,0 +1,121 @@
+"""Deploy, inspect and remove the serving applications of a serve config on a Ray cluster
+(`ringbit serve up|status|down`). The config is Ray Serve's own format (serving/config.yaml)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO / "serving" / "config.yaml"
+
+
+class ServeConfigError(ValueError):
+    """A serve config or --model override the user must fix."""
+
+
+def load_serve_config(path: Path, models: dict[str, str] | None = None,
+                      port: int | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The config as a dict, validated by Serve's own schema, with model overrides applied."""
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ServeConfigError(f"--config {path}: {exc}") from None
+    apps = {a.get("name"): a for a in config.get("applications", [])}
+    for name, model in (models or {}).items():
+        if name not in apps:
+            raise ServeConfigError(f"--model {name}=…: no application {name!r} in {path} "
+                                   f"(applications: {', '.join(map(str, apps))})")
+        apps[name].setdefault("args", {})["model"] = model
+    if port:
+        config.setdefault("http_options", {})["port"] = port
+    http = config.get("http_options", {})
+    for app in apps.values():
+        args = app.setdefault("args", {})
+        if "model" in args and tracking_uri:
+            args.setdefault("tracking_uri", tracking_uri)
+        if "llm_app" in args:  # another application of this config, through the same proxy
+            target = apps.get(args["llm_app"])
+            if target is None:
+                raise ServeConfigError(f"{path}: application {app.get('name')!r}: args.llm_app "
+                                       f"{args['llm_app']!r} is not an application of this config")
+            route = target.get("route_prefix", "/").rstrip("/")
+            host = http.get("host", "127.0.0.1")
+            args["llm_url"] = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}{route}"
+            del args["llm_app"]
+    try:
+        ServeDeploySchema.model_validate(config)
+    except Exception as exc:  # pydantic's message names the field
+        raise ServeConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def build_application(app: dict[str, Any]):
+    import sys
+
+    if str(REPO) not in sys.path:  # the thin `serving/` builders live in the repository
+        sys.path.insert(0, str(REPO))
+    module, _, attr = app["import_path"].partition(":")
+    target = getattr(importlib.import_module(module), attr)
+    return target(app.get("args", {})) if callable(target) else target
+
+
+def deploy(config: dict[str, Any], log=print) -> dict[str, str]:
+    """serve.start + serve.run of every application; returns app -> status (failures included)."""
+    from ray import serve
+
+    http = config.get("http_options", {})
+    serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
+    outcome = {}
+    for app in config["applications"]:
+        name = app["name"]
+        log(f"deploying {name} at {app.get('route_prefix', '/')} …")
+        try:
+            serve.run(build_application(app), name=name, route_prefix=app.get("route_prefix", "/"))
+            outcome[name] = "RUNNING"
+        except Exception as exc:  # a replica that cannot start: DEPLOY_FAILED with its reason
+            messages = [d["message"] for d in status().get(name, {}).get("deployments", {}).values()
+                        if d["status"] != "HEALTHY" and d["message"]]
+            outcome[name] = f"DEPLOY_FAILED: {failure_reason(messages[0] if messages else str(exc))}"
+    return outcome
+
+
+def status() -> dict[str, dict[str, Any]]:
+    """app -> {status, message, route_prefix, deployments: {name: {status, message}}}."""
+    from ray import serve
+
+    report = {}
+    for name, app in serve.status().applications.items():
+        report[name] = {
+            "status": str(app.status.value if hasattr(app.status, "value") else app.status),
+            "message": app.message,
+            "deployments": {d: {"status": str(s.status.value if hasattr(s.status, "value") else s.status),
+                                "message": s.message} for d, s in app.deployments.items()},
+        }
+    return report
+
+
+def failure_reason(message: str) -> str:
+    """The line of a Serve failure message that says why: the last `SomethingError: …` line of
+    the replica's traceback (Serve wraps it in several lines of its own)."""
+    import re
+
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    return (errors[-1] if errors else lines[-1] if lines else "")[:1000]
+
+
+def shutdown(apps: list[str] | None = None) -> list[str]:
+    from ray import serve
+
+    names = apps or list(serve.status().applications)
+    for name in names:
+        serve.delete(name)
+    if not apps:
+        serve.shutdown()
+    return names

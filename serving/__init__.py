@@ -1,0 +1,1 @@
+"""Ray Serve applications (thin): builders named by serving/config.yaml."""

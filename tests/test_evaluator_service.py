@@ -1,0 +1,89 @@
+"""The InstructScore evaluator as a real Serve app: a tiny LLaMA-architecture model created from
+a config and saved as a Hugging Face folder (the path real InstructScore weights take) behind the
+LM service, the evaluator in front of it; response shape and the 422 cases."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from conftest import free_port, ringbit
+
+
+@pytest.fixture(scope="module")
+def hf_llama(tmp_path_factory):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ringbit.data.corpus import builtin_documents
+    from ringbit.data.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = train_tokenizer(builtin_documents("builtin:python-topics"), 512)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, eos_token_id=fast.eos_token_id,
+                         pad_token_id=fast.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluator(platform, hf_llama, tmp_path_factory):
+    env, _, _ = platform
+    port = free_port()
+    config = tmp_path_factory.mktemp("serve") / "serve.yaml"
+    config.write_text(
+        "http_options: {host: 127.0.0.1, port: 8000}\n"
+        "applications:\n"
+        "  - name: instructscore-lm\n    route_prefix: /instructscore\n    import_path: serving.lm:app\n"
+        f"    args: {{model: {hf_llama}, name: instructscore}}\n"
+        "  - name: evaluator\n    route_prefix: /v1/evaluate\n    import_path: serving.evaluator:app\n"
+        "    args: {llm_app: instructscore-lm, max_new_tokens: 24, max_items: 4, max_input_chars: 300}\n")
+    up = ringbit("serve", "up", "--config", str(config), "--port", str(port), env=env, timeout=300)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    yield f"http://127.0.0.1:{port}"
+    ringbit("serve", "down", env=env, timeout=120)
+
+
+def test_one_item_is_scored_from_the_models_report(evaluator):
+    item = {"reference": "The cat sat on the mat.", "candidate": "The cat sit on mat.", "task": "zh-en"}
+    r = requests.post(f"{evaluator}/v1/evaluate", json=item, timeout=120, allow_redirects=False)
+    assert r.status_code == 200, r.text  # the path itself, no redirect to /v1/evaluate/
+    out = r.json()
+    from ringbit.evaluator.report import parse_report, score
+
+    assert isinstance(out["raw"], str)
+    # The score is exactly what the parser and the formula make of the model's raw report.
+    assert out["errors"] == [e.to_dict() for e in parse_report(out["raw"])]
+    assert out["score"] == score(parse_report(out["raw"])) and -25 <= out["score"] <= 0
+
+
+def test_many_items_and_a_source_task(evaluator):
+    items = [{"reference": "a b c", "candidate": "a c", "task": "caption"},
+             {"reference": "x y", "candidate": "x", "source": "x | y", "task": "data2text"}]
+    r = requests.post(f"{evaluator}/v1/evaluate", json={"items": items}, timeout=120)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2 and all({"score", "errors", "raw"} <= set(x) for x in results)
+    greedy = requests.post(f"{evaluator}/v1/evaluate", json={"items": items}, timeout=120).json()
+    assert greedy["results"] == results  # greedy decoding: the same report twice
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"candidate": "x"}, "items.0.reference"),
+    ({"reference": "", "candidate": "x"}, "items.0.reference"),
+    ({"reference": "a", "candidate": "b", "task": "poetry"}, "task"),
+    ({"reference": "a", "candidate": "b", "task": "data2text"}, "source"),
+    ({"items": [{"reference": "a", "candidate": "b"}] * 5}, "items"),
+    ({"reference": "a" * 301, "candidate": "b"}, "reference"),
+    ({"items": []}, "items"),
+])
+def test_bad_input_is_422_naming_the_field(evaluator, body, param):
+    r = requests.post(f"{evaluator}/v1/evaluate", json=body, timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == param
