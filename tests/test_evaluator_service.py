@@ -87,3 +87,23 @@ def test_bad_input_is_422_naming_the_field(evaluator, body, param):
     r = requests.post(f"{evaluator}/v1/evaluate", json=body, timeout=60)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_meta_evaluation_job_logs_correlations_and_a_scatter_plot(evaluator, platform, tmp_path):
+    env, client, url = platform
+    data = tmp_path / "synth.jsonl"
+    ringbit("evaluator", "synth", "--out", str(data), "--n", "6", "--corpus", "builtin:python-topics",
+            env=env, check=True)
+    proc = ringbit("evaluator", "meta-eval", "--data", str(data), "--evaluator-url", evaluator,
+                   "--batch", "3", "--json", env={**env, "MLFLOW_TRACKING_URI": url}, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n"] == 6
+    run = client.get_run(result["mlflow_run"])
+    assert run.info.status == "FINISHED" and run.data.params["segments"] == "6"
+    assert {"kendall_tau", "pearson"} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"scatter.png", "predictions.jsonl"}
+    bad = ringbit("evaluator", "meta-eval", "--data", str(tmp_path / "none.tsv"), env=env)
+    assert bad.returncode == 2 and "no such file" in bad.stderr

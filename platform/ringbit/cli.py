@@ -365,6 +365,100 @@ def serve_down(
     typer.echo(f"removed: {', '.join(removed) if removed else 'nothing was deployed'}")
 
 
+# ---------------------------------------------------------------------------------- evaluator
+
+evaluator_app = typer.Typer(help="InstructScore evaluator: synthetic training data, meta-evaluation.",
+                            no_args_is_help=True)
+app.add_typer(evaluator_app, name="evaluator")
+
+
+@evaluator_app.command("synth")
+def evaluator_synth(
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    n: Annotated[int, typer.Option(help="Examples to write.")] = 1000,
+    corpus: Annotated[str, typer.Option(help="builtin:python-docs, builtin:python-topics or a text file.")] = "builtin:python-docs",
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic output).")] = 0,
+) -> None:
+    """SEScore-style synthetic (reference, candidate, report, score) examples from a corpus:
+    1-5 insert / delete / replace / swap errors per sentence, minor or major."""
+    from ringbit.data.corpus import BUILTINS, builtin_documents
+    from ringbit.evaluator.synthetic import make_examples, write_jsonl
+
+    if corpus in BUILTINS:
+        texts = builtin_documents(corpus)
+    elif Path(corpus).is_file():
+        texts = [Path(corpus).read_text(errors="replace")]
+    else:
+        raise fail(f"--corpus {corpus!r}: not a file nor one of {', '.join(BUILTINS)}", 2)
+    if n < 1:
+        raise fail("--n must be at least 1", 2)
+    try:
+        examples = make_examples(texts, n, seed=seed)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    write_jsonl(examples, out)
+    errors = sum(len(e.errors) for e in examples)
+    typer.echo(f"wrote {len(examples)} examples ({errors} errors) to {out}")
+
+
+@evaluator_app.command("meta-eval")
+def evaluator_meta_eval(
+    data: Annotated[Path, typer.Option(help="Gold segments: synthetic .jsonl or a human-score .tsv (system, source, reference, candidate, score[, task]).")],
+    evaluator_url: Annotated[str, typer.Option(help="The evaluator service, e.g. http://127.0.0.1:8000.")] = "http://127.0.0.1:8000",
+    limit: Annotated[Optional[int], typer.Option(help="Use the first N segments.")] = None,
+    batch: Annotated[int, typer.Option(help="Items per request (at most the evaluator's max_items).")] = 8,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "ringbit-evaluator",
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (default: the local platform's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Segment-level Kendall tau and Pearson between the evaluator's scores and gold scores,
+    logged to MLflow with a scatter plot and the predictions."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+    from tqdm import tqdm
+
+    from ringbit import tracking
+    from ringbit.evaluator.metaeval import correlations, read_segments, scatter_plot, score_segments
+
+    if not data.is_file():
+        raise fail(f"--data {data}: no such file", 2)
+    try:
+        segments = read_segments(data)[:limit]
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise fail(f"--data {data}: {exc}", 2) from None
+    if len(segments) < 2:
+        raise fail(f"--data {data}: need at least 2 segments, found {len(segments)}", 2)
+    with tqdm(total=len(segments), unit="seg", desc="meta-eval", disable=as_json) as bar:
+        try:
+            results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=bar.update)
+        except Exception as exc:
+            raise fail(f"--evaluator-url {evaluator_url}: {exc}") from None
+    predicted, gold = [r["score"] for r in results], [s.gold for s in segments]
+    stats = correlations(predicted, gold)
+    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    client = MlflowClient(uri)
+    run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{data.stem}",
+                            tags=tracking.default_tags())
+    rid = run.info.run_id
+    tracking.log_params(client, rid, {"data": str(data), "evaluator_url": evaluator_url, "segments": len(segments)})
+    for key in ("kendall_tau", "pearson"):
+        client.log_metric(rid, key, stats[key])
+    with tempfile.TemporaryDirectory() as tmp:
+        png = scatter_plot(predicted, gold, Path(tmp) / "scatter.png",
+                           f"tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  (n={len(gold)})")
+        preds = Path(tmp) / "predictions.jsonl"
+        preds.write_text("".join(json.dumps({**s.item(), "gold": s.gold, **r}) + "\n"
+                                 for s, r in zip(segments, results)))
+        client.log_artifact(rid, str(png))
+        client.log_artifact(rid, str(preds))
+    client.set_terminated(rid)
+    result = {**stats, "mlflow_run": rid}
+    typer.echo(json.dumps(result) if as_json else
+               f"Kendall tau {stats['kendall_tau']:.4f}   Pearson {stats['pearson']:.4f}   "
+               f"({stats['n']} segments; MLflow run {rid})")
+
+
 # ---------------------------------------------------------------------------------- evaluation
 
 

@@ -1,0 +1,112 @@
+"""Meta-evaluation: segment-level agreement between an evaluator's scores and gold scores
+(Kendall tau-b and Pearson, pooled over systems as in WMT), with a scatter plot.
+
+Gold data is either a JSONL file of synthetic examples (ringbit.evaluator.synthetic; gold = the
+score of the injected errors) or a human-score TSV with a header row and the columns
+
+    system <TAB> source <TAB> reference <TAB> candidate <TAB> score [<TAB> task]
+
+(`score` e.g. MQM, higher = better; `source` may be empty; `task` defaults to zh-en).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TSV_COLUMNS = ("system", "source", "reference", "candidate", "score")
+
+
+@dataclass
+class Segment:
+    reference: str
+    candidate: str
+    gold: float
+    source: str | None = None
+    task: str = "zh-en"
+    system: str = ""
+
+    def item(self) -> dict[str, Any]:
+        item = {"reference": self.reference, "candidate": self.candidate, "task": self.task}
+        if self.source:
+            item["source"] = self.source
+        return item
+
+
+def read_segments(path: str | Path, task: str = "zh-en") -> list[Segment]:
+    """Segments from synthetic JSONL or a human-score TSV (format in the module docstring)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        segments = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            try:
+                segments.append(Segment(row["reference"], row["candidate"], float(row["score"]),
+                                        row.get("source"), row.get("task", task), row.get("system", "")))
+            except KeyError as exc:
+                raise ValueError(f"{path}:{n}: missing field {exc.args[0]!r}") from None
+        return segments
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = [c for c in TSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; the header must name "
+                             f"{', '.join(TSV_COLUMNS)} [task], tab-separated")
+        return [Segment(r["reference"], r["candidate"], float(r["score"]), r["source"] or None,
+                        r.get("task") or task, r["system"]) for r in reader]
+
+
+def correlations(predicted: list[float], gold: list[float]) -> dict[str, float]:
+    """Kendall tau-b and Pearson r; NaN where either side is constant (no ranking to compare)."""
+    from scipy.stats import kendalltau, pearsonr
+
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predictions for {len(gold)} gold scores")
+    n = len(gold)
+    if n < 2 or len(set(predicted)) < 2 or len(set(gold)) < 2:
+        return {"kendall_tau": math.nan, "pearson": math.nan, "n": n}
+    return {"kendall_tau": float(kendalltau(predicted, gold, variant="b").statistic),
+            "pearson": float(pearsonr(predicted, gold).statistic), "n": n}
+
+
+def scatter_plot(predicted: list[float], gold: list[float], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(gold, predicted, s=12, alpha=0.6)
+    ax.set_xlabel("gold score")
+    ax.set_ylabel("predicted score")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def score_segments(segments: list[Segment], evaluator_url: str, batch: int = 8,
+                   timeout_s: float = 600, progress=None) -> list[dict[str, Any]]:
+    """The evaluator's result for every segment, `batch` items per POST /v1/evaluate."""
+    import requests
+
+    url = evaluator_url.rstrip("/")
+    url = url if url.endswith("/v1/evaluate") else f"{url}/v1/evaluate"
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(segments), batch):
+        chunk = [s.item() for s in segments[start:start + batch]]
+        r = requests.post(url, json={"items": chunk}, timeout=timeout_s)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:500]}")
+        body = r.json()
+        results.extend(body["results"] if "results" in body else [body])
+        if progress:
+            progress(len(chunk))
+    return results
