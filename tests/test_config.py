@@ -3,7 +3,8 @@ import pytest
 from conftest import REPO, ringbit
 from ringbit.config import ConfigError, PretrainConfig, SweepConfig, flatten, load_config
 
-CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml") if not p.name.startswith("sweep"))
+CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml")
+                 if not p.name.startswith(("sweep", "finetune")))
 SWEEPS = sorted((REPO / "jobs" / "configs").glob("sweep*.yaml"))
 
 
@@ -17,6 +18,13 @@ def test_shipped_configs_are_valid(path):
 def test_shipped_sweep_configs_are_valid(path):
     cfg = load_config(SweepConfig, path)  # validates every trial of the grid too
     assert cfg.space.seq_len and cfg.space.weight_bits
+
+
+def test_shipped_finetune_config_is_valid():
+    from ringbit.config import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, REPO / "jobs/configs/finetune-evaluator.yaml")
+    assert cfg.mlflow.registered_model == "ringbit-instructscore" and cfg.max_seq_len >= 256
 
 
 def test_dotted_override_is_typed():

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ringbit.config import ConfigError, PretrainConfig, SweepConfig, load_config, to_yaml
+from ringbit.config import ConfigError, FinetuneConfig, PretrainConfig, SweepConfig, load_config, to_yaml
 
 app = typer.Typer(
     help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
@@ -34,9 +34,16 @@ def _sweep_runner(cfg):
     return run_sweep(cfg)
 
 
+def _finetune_runner(cfg):
+    from ringbit.evaluator.finetune import run_finetune
+
+    return run_finetune(cfg)
+
+
 WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
     "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
     "sweep": (SweepConfig, "jobs/sweep.py", _sweep_runner),
+    "finetune-evaluator": (FinetuneConfig, "jobs/finetune_evaluator.py", _finetune_runner),
 }
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Job YAML, e.g. jobs/configs/demo.yaml.")]

@@ -508,6 +508,47 @@ class SweepConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Evaluator fine-tuning
+# --------------------------------------------------------------------------------------------
+
+
+class FinetuneDataConfig(StrictModel):
+    """Synthetic InstructScore examples (ringbit.evaluator.synthetic) to fine-tune on."""
+
+    corpus: str = Field("builtin:python-docs", description="Sentences to perturb (builtin:… or a text file).")
+    n_train: int = Field(2000, ge=1, description="Training examples.")
+    n_val: int = Field(200, ge=1, description="Held-out examples (val_ppl over their report tokens).")
+    seed: int = Field(0, description="Seed of the synthetic data.")
+    task: str = Field("zh-en", description="InstructScore prompt template of the examples.")
+
+
+class FinetuneConfig(StrictModel):
+    """Teach a platform LM to write InstructScore reports: prompt tokens are masked from the
+    loss, only the report is learned (Ray Train + DeepSpeed, like pretraining)."""
+
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Job/run name; resubmitting the same name resumes it. None = timestamped.")
+    base_model: str = Field("models:/ringbit-lm@current", description="Model to start from (any model reference).")
+    max_seq_len: int = Field(512, ge=64, description="Prompt + report tokens kept (RoPE extends to it).")
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=3e-4, warmup_steps=10))
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(
+        experiment="ringbit-evaluator", registered_model="ringbit-instructscore"))
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> "FinetuneConfig":
+        per_pass = self.train.micro_batch_size * self.workers.num_workers
+        if self.train.global_batch_size % per_pass:
+            raise ValueError(
+                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
+                f"train.micro_batch_size * workers.num_workers = {per_pass}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # Loading: YAML + dotted overrides -> validated model, with readable errors
 # --------------------------------------------------------------------------------------------
 
