@@ -4,7 +4,8 @@ concurrency 1, 8 and 32, with and without dynamic batching, in the same run.
     ringbit up && python benchmarks/serving.py [--seconds 10] [--port 8011]
 
 Deploys, on the local platform's Ray, the same model twice behind the LM service — once with
-@serve.batch up to 16 requests, once with batches of 1 — and an evaluator in front of each. The
+@serve.batch up to --max-batch-size requests (16), once with batches of 1 — and an evaluator in
+front of each. The
 model is the demo's shape (1.4M parameters, random weights: speed, not quality, is measured) with
 a 512-token context so InstructScore prompts fit. Prints a table, writes
 benchmarks/results/serving.json and logs it to MLflow (experiment ringbit-benchmarks).
@@ -48,11 +49,11 @@ def make_model(out: Path) -> Path:
     return save_model_dir(out, cfg, Transformer(cfg).state_dict(), tok.to_str())
 
 
-def deploy(model: Path, port: int) -> str:
+def deploy(model: Path, port: int, max_batch_size: int) -> str:
     from ringbit import serving
 
     apps = []
-    for mode, batch in (("batched", 16), ("unbatched", 1)):
+    for mode, batch in (("batched", max_batch_size), ("unbatched", 1)):
         apps.append({"name": f"bench-lm-{mode}", "route_prefix": f"/{mode}", "import_path": "serving.lm:app",
                      "args": {"model": str(model), "max_batch_size": batch, "batch_wait_timeout_s": 0.02,
                               "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}}})
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="load per measurement")
     ap.add_argument("--port", type=int, default=8011, help="Serve HTTP port for the benchmark apps")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--max-batch-size", type=int, default=16, help="@serve.batch size of the batched apps")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/serving.json"))
     args = ap.parse_args()
 
@@ -119,7 +121,7 @@ def main() -> None:
              logging_level="ERROR")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = deploy(make_model(Path(tmp) / "model"), args.port)
+        base = deploy(make_model(Path(tmp) / "model"), args.port, args.max_batch_size)
         try:
             endpoints = {
                 "/v1/completions": ("{mode}/v1/completions",
@@ -152,7 +154,8 @@ def main() -> None:
         print(f"  {k:<40} {v:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "ratios": summary, "seconds": args.seconds}, indent=2))
+    out.write_text(json.dumps({"rows": rows, "ratios": summary, "seconds": args.seconds,
+                               "max_batch_size": args.max_batch_size}, indent=2))
     print(f"wrote {out}")
 
     from ringbit.tracking import log_benchmark_run
@@ -162,7 +165,8 @@ def main() -> None:
         key = f"{r['endpoint'].strip('/').replace('/', '_')}.c{r['concurrency']}.{r['batching']}"
         metrics.update({f"{key}.req_per_s": r["req_per_s"], f"{key}.p50_ms": r["p50_ms"],
                         f"{key}.p99_ms": r["p99_ms"]})
-    log_benchmark_run("serving", {"seconds": args.seconds, "concurrency": args.concurrency}, metrics, [out])
+    log_benchmark_run("serving", {"seconds": args.seconds, "concurrency": args.concurrency,
+                                  "max_batch_size": args.max_batch_size}, metrics, [out])
 
 
 if __name__ == "__main__":
