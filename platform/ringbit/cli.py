@@ -160,8 +160,6 @@ def submit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every log line.")] = False,
 ) -> None:
     """Submit a job through the Ray Jobs API and follow it with a progress bar."""
-    if workflow not in WORKFLOWS:
-        raise fail(f"unknown workflow {workflow!r}; choose one of {', '.join(WORKFLOWS)}", 2)
     _submit(workflow, config, list(overrides or []), name, address, mlflow_uri, python, dry_run,
             follow_logs, verbose)
 

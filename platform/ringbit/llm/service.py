@@ -98,8 +98,7 @@ class LMServer:
             return out
         from ringbit.llm.backends import Generation
 
-        text = self.lm.decode(out.tokens[:max_tokens]) if hasattr(self.lm, "decode") else out.text
-        return Generation(out.tokens[:max_tokens], text, "length")
+        return Generation(out.tokens[:max_tokens], self.lm.decode(out.tokens[:max_tokens]), "length")
 
     def _encode(self, text: str, param: str, max_tokens: int) -> list[int] | JSONResponse:
         ids = self.lm.encode(text)

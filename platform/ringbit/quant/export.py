@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,8 @@ def export_packed(
 
     if high_precision not in HIGH_PRECISION:
         raise ValueError(f"high_precision {high_precision!r}: choose one of {sorted(HIGH_PRECISION)}")
-    model, _ = load_model_dir(src)
     reference, _ = load_model_dir(src)
-    pack_model(model, ternary_format)
+    model = pack_model(copy.deepcopy(reference), ternary_format)  # one read of the checkpoint
     dtype = HIGH_PRECISION[high_precision]
     for p in model.parameters():  # embeddings, norms, LM head
         p.data = p.data.to(dtype)
