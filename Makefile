@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= token
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench down clean
+.PHONY: venv system-deps demo test bench k8s image image-gpu down clean
 
 $(STAMP): pyproject.toml platform/ringbit/quant/csrc/lowbit_matmul.cpp
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml platform/ringbit/quant/csrc/lowbit_matmul.cpp
 
 venv: $(STAMP)
 
+system-deps:  ## Chromium + ChromeDriver for the MiniWoB++ agent (Debian/Ubuntu; run as root or with sudo)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver present"; \
+	else \
+		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
+		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
 demo: venv  ## start Ray + MLflow, pretrain on 2 workers under ZeRO-2, leave the services up
 	$(VENV)/bin/ringbit demo
 
@@ -29,6 +38,16 @@ test: venv  ## the whole test suite (real Ray, DeepSpeed and MLflow)
 
 bench: venv  ## Ray Train + DeepSpeed vs torchrun + DeepSpeed tokens/s
 	$(PY) benchmarks/ray_overhead.py
+
+k8s: venv  ## render + validate the Kubernetes manifests offline (needs kubectl)
+	$(VENV)/bin/ringbit k8s sync --check
+	$(VENV)/bin/ringbit k8s validate
+
+image:  ## the platform image, CPU variant
+	docker build -t ringbit:2.60.0-cpu .
+
+image-gpu:  ## the platform image, CUDA variant
+	docker build -t ringbit:2.60.0-gpu --build-arg VARIANT=gpu .
 
 down: venv
 	$(VENV)/bin/ringbit down

@@ -4,7 +4,7 @@ from conftest import REPO, ringbit
 from ringbit.config import ConfigError, PretrainConfig, SweepConfig, flatten, load_config
 
 CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml")
-                 if not p.name.startswith(("sweep", "finetune")))
+                 if not p.name.startswith(("sweep", "finetune", "agents")))
 SWEEPS = sorted((REPO / "jobs" / "configs").glob("sweep*.yaml"))
 
 
@@ -25,6 +25,21 @@ def test_shipped_finetune_config_is_valid():
 
     cfg = load_config(FinetuneConfig, REPO / "jobs/configs/finetune-evaluator.yaml")
     assert cfg.mlflow.registered_model == "ringbit-instructscore" and cfg.max_seq_len >= 256
+
+
+AGENT_CONFIGS = {"agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
+                 "agents-memwalker.yaml": "eval-memwalker", "finetune-react.yaml": "finetune-react"}
+
+
+@pytest.mark.parametrize("name", sorted(AGENT_CONFIGS))
+def test_shipped_agent_configs_are_valid(name, monkeypatch):
+    from ringbit.cli import WORKFLOWS
+
+    if "react" in name and not (REPO.parent / "shared" / "fireact").is_dir():
+        pytest.skip("the FireAct trajectories these configs name (../shared/fireact) are absent")
+    monkeypatch.chdir(REPO)  # their relative data paths are relative to the repository
+    cfg = load_config(WORKFLOWS[AGENT_CONFIGS[name]][0], REPO / "jobs" / "configs" / name)
+    assert cfg.mlflow.experiment == "ringbit-agents"
 
 
 def test_dotted_override_is_typed():

@@ -14,7 +14,10 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ringbit.config import ConfigError, FinetuneConfig, PretrainConfig, SweepConfig, load_config, to_yaml
+from ringbit.config import (
+    ComputerEvalConfig, ConfigError, FinetuneConfig, MemWalkerEvalConfig, PretrainConfig, ReactEvalConfig,
+    ReactFinetuneConfig, SweepConfig, load_config, to_yaml,
+)
 
 app = typer.Typer(
     help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
@@ -40,10 +43,29 @@ def _finetune_runner(cfg):
     return run_finetune(cfg)
 
 
+def _react_finetune_runner(cfg):
+    from ringbit.agents.react.finetune import run_react_finetune
+
+    return run_react_finetune(cfg)
+
+
+def _eval_runner(kind: str) -> Callable[[Any], Any]:
+    def run(cfg):
+        from ringbit.agents import evaluation
+
+        return getattr(evaluation, f"run_{kind}_eval")(cfg)
+
+    return run
+
+
 WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
     "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
     "sweep": (SweepConfig, "jobs/sweep.py", _sweep_runner),
     "finetune-evaluator": (FinetuneConfig, "jobs/finetune_evaluator.py", _finetune_runner),
+    "finetune-react": (ReactFinetuneConfig, "jobs/finetune_react.py", _react_finetune_runner),
+    "eval-computer": (ComputerEvalConfig, "jobs/eval_computer_agent.py", _eval_runner("computer")),
+    "eval-react": (ReactEvalConfig, "jobs/eval_react_agent.py", _eval_runner("react")),
+    "eval-memwalker": (MemWalkerEvalConfig, "jobs/eval_memwalker.py", _eval_runner("memwalker")),
 }
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Job YAML, e.g. jobs/configs/demo.yaml.")]
@@ -182,6 +204,8 @@ def _submit(workflow: str, config: Path, overrides: list[str], name: str | None,
     settings = _settings()
     env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri(mlflow_uri or cfg.mlflow.tracking_uri),
            "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(settings.home),
+           # relative data paths in a config mean relative to here (jobs run in a repo copy)
+           "RINGBIT_SUBMIT_CWD": str(Path.cwd()),
            # on `ringbit stop`, give the driver time to mark runs KILLED / save Tune's state
            "RAY_JOB_STOP_WAIT_TIME_S": "60"}
     if address is None:
@@ -601,6 +625,83 @@ def demo(
 # ---------------------------------------------------------------------------------- entrypoints
 
 
+# ---------------------------------------------------------------------------------- agents
+
+agents_app = typer.Typer(help="Language agents: evaluation jobs (MiniWoB++ computer control, ReAct, "
+                              "MemWalker); REST runs go through `ringbit serve up`.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+eval_app = typer.Typer(help="Evaluate an agent as a Ray job; results, plots and trajectories in MLflow.",
+                       no_args_is_help=True)
+agents_app.add_typer(eval_app, name="eval")
+LLMUrlOpt = Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible endpoint (default: the platform's LM service, `ringbit serve up`).")]
+LLMModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name sent to the endpoint (default: its first).")]
+LLMApiOpt = Annotated[Optional[str], typer.Option("--api", help="completions (prompts as-is) or chat (one user message).")]
+NameOpt = Annotated[Optional[str], typer.Option(help="Run name in MLflow and the Jobs API.")]
+FollowOpt = Annotated[bool, typer.Option("--follow/--no-follow", help="Show progress until the job ends.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config only.")]
+
+
+def _eval(workflow: str, config: Path | None, default: str, options: dict[str, Any], overrides: list[str] | None,
+          name: str | None, address: str | None, dry_run: bool, follow_logs: bool) -> None:
+    sets = [f"{k}={v}" for k, v in options.items() if v is not None]
+    _submit(workflow, config or REPO_DEFAULTS / default, sets + list(overrides or []), name, address, None,
+            None, dry_run, follow_logs, False)
+
+
+REPO_DEFAULTS = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+
+
+@eval_app.command("computer")
+def eval_computer(
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated MiniWoB++ tasks, e.g. click-button,enter-text.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds: 0-9, or 0,3,7.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials per episode (reflection between them), 1-10.")] = None,
+    browsers: Annotated[Optional[int], typer.Option(help="Browser actors running episodes in parallel.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-computer.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """Structured-reflection computer-control agent on real MiniWoB++ (headless Chromium): success
+    rate per task and per trial, trajectories (screens, plans, actions, reflections) in MLflow."""
+    opts = {"tasks": f"[{tasks}]" if tasks else None, "seeds": f"'{seeds}'" if seeds else None,
+            "trials": trials, "browsers": browsers, "llm.url": llm_url, "llm.model": model, "llm.api": api}
+    _eval("eval-computer", config, "agents-computer.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
+@eval_app.command("react")
+def eval_react(
+    questions: Annotated[Optional[str], typer.Option(help="FireAct trajectories (gold = finish answers) or JSONL of {question, answer}.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Questions to evaluate.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="all, or heldout (the fine-tuning job's held-out questions).")] = None,
+    search: Annotated[Optional[str], typer.Option(help="cache (the trajectories' recorded results), cache:FILE or bm25:PASSAGES.jsonl.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-react.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """FireAct ReAct agent on HotpotQA questions with an offline search tool: EM / F1 in MLflow."""
+    opts = {"questions": questions, "n": n, "split": split, "search": search, "llm.url": llm_url,
+            "llm.model": model, "llm.api": api}
+    _eval("eval-react", config, "agents-react.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
+@eval_app.command("memwalker")
+def eval_memwalker(
+    docs: Annotated[Optional[int], typer.Option(help="Synthetic documents (one planted-fact question each).")] = None,
+    words: Annotated[Optional[int], typer.Option(help="Words per document.")] = None,
+    segment_words: Annotated[Optional[int], typer.Option(help="Words per leaf segment.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-memwalker.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """MemWalker on synthetic long documents with planted facts: accuracy in MLflow."""
+    opts = {"n_docs": docs, "n_words": words, "segment_words": segment_words, "llm.url": llm_url,
+            "llm.model": model, "llm.api": api}
+    _eval("eval-memwalker", config, "agents-memwalker.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
 def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     """`python jobs/<workflow>.py --config X [--set k=v]`: the same code as `ringbit submit`."""
     import argparse
@@ -616,6 +717,11 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
         return 2
     WORKFLOWS[workflow][2](cfg)
     return 0
+
+
+# ---------------------------------------------------------------------------------- kubernetes
+
+
 
 
 def main() -> None:

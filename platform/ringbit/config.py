@@ -7,6 +7,7 @@ everything before a job starts; a `ConfigError` carries one line per problem ("t
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -522,16 +523,16 @@ class FinetuneDataConfig(StrictModel):
     task: str = Field("zh-en", description="InstructScore prompt template of the examples.")
 
 
-class FinetuneConfig(StrictModel):
-    """Teach a platform LM to write InstructScore reports: prompt tokens are masked from the
-    loss, only the report is learned (Ray Train + DeepSpeed, like pretraining)."""
+class SFTConfig(StrictModel):
+    """Supervised fine-tuning of a platform LM on (prompt, completion) pairs: prompt tokens are
+    masked from the loss, only the completion is learned (Ray Train + DeepSpeed, like pretraining).
+    Each fine-tuning workflow adds its own `data` section."""
 
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
         description="Job/run name; resubmitting the same name resumes it. None = timestamped.")
     base_model: str = Field("models:/ringbit-lm@current", description="Model to start from (any model reference).")
-    max_seq_len: int = Field(512, ge=64, description="Prompt + report tokens kept (RoPE extends to it).")
-    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+    max_seq_len: int = Field(512, ge=64, description="Prompt + completion tokens kept (RoPE extends to it).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=3e-4, warmup_steps=10))
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
@@ -539,13 +540,195 @@ class FinetuneConfig(StrictModel):
         experiment="ringbit-evaluator", registered_model="ringbit-instructscore"))
 
     @model_validator(mode="after")
-    def _batches_divide(self) -> "FinetuneConfig":
+    def _batches_divide(self) -> "SFTConfig":
         per_pass = self.train.micro_batch_size * self.workers.num_workers
         if self.train.global_batch_size % per_pass:
             raise ValueError(
                 f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
                 f"train.micro_batch_size * workers.num_workers = {per_pass}")
         return self
+
+
+class FinetuneConfig(SFTConfig):
+    """Teach a platform LM to write InstructScore reports from synthetic examples."""
+
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+
+
+class ReactDataConfig(StrictModel):
+    """FireAct trajectories (Alpaca JSON/JSONL or chat JSONL) to fine-tune a ReAct agent on."""
+
+    trajectories: str = Field(..., description="Trajectory file; a relative path is read from where you submit.")
+    n_val: int = Field(50, ge=1, description="Held-out trajectories (val_ppl over their tokens).")
+    max_train: int | None = Field(None, ge=1, description="Use at most this many training trajectories.")
+    seed: int = Field(0, description="Seed of the train/held-out split.")
+
+
+class ReactFinetuneConfig(SFTConfig):
+    """FireAct: fine-tune a platform LM on ReAct trajectories (question -> Thought/Action/
+    Observation ... finish[answer]); the agent then runs with the same prompt format."""
+
+    max_seq_len: int = Field(1024, ge=64, description="Prompt + trajectory tokens kept (RoPE extends to it).")
+    data: ReactDataConfig
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(
+        experiment="ringbit-agents", registered_model="ringbit-react"))
+
+    @field_validator("data", mode="after")
+    @classmethod
+    def _file_exists(cls, data: ReactDataConfig) -> ReactDataConfig:
+        path = resolve_user_path(data.trajectories)
+        if not path.is_file():
+            raise ValueError(f"data.trajectories: no file {path}; pass a FireAct trajectory file, "
+                             "e.g. --set data.trajectories=../shared/fireact/hotpotqa_alpaca.json")
+        return data.model_copy(update={"trajectories": str(path)})
+
+
+def resolve_user_path(path: str) -> Path:
+    """A relative path means relative to where the user ran `ringbit`: jobs run in a copy of the
+    repository, so the CLI passes its working directory along as RINGBIT_SUBMIT_CWD."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(os.environ.get("RINGBIT_SUBMIT_CWD", os.getcwd())) / p
+
+
+# --------------------------------------------------------------------------------------------
+# Agents: which LLM, and the evaluation jobs
+# --------------------------------------------------------------------------------------------
+
+MAX_SEED = 2**31 - 1
+
+
+class AgentLLMConfig(StrictModel):
+    """The OpenAI-compatible endpoint an agent thinks with: the platform's LM service or any other."""
+
+    url: str | None = Field(
+        None, description="Base URL (http://host:port or …/v1); None = the platform's LM service "
+                          "(`ringbit serve up`, http://127.0.0.1:8000).")
+    model: str | None = Field(None, description="Model name sent with each request; None = the endpoint's default.")
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="completions sends prompts as-is; chat wraps each in one user message.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (keys never go in configs).")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds per LLM request before it counts as failed.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of connection errors, 429 and 5xx.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
+        return url
+
+
+def _parse_seeds(value: Any) -> Any:
+    """Seeds as a list, one int, or ranges like "0-9" / "0-4,10" (what users type on a CLI)."""
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        seeds: list[int] = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            lo, sep, hi = part.partition("-")
+            try:
+                seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            except ValueError:
+                raise ValueError(f"{value!r}: expected seeds like 0-9 or 0,3,7") from None
+        return seeds
+    return value
+
+
+class ComputerEvalConfig(StrictModel):
+    """Evaluate the structured-reflection computer-control agent on MiniWoB++ tasks: every
+    (task, seed) is one episode of up to `trials` trials, episodes spread over a pool of browsers."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
+    tasks: list[str] = Field(["click-button", "click-link", "focus-text", "enter-text"], min_length=1,
+                             description="MiniWoB++ task names (miniwob/<task>-v1).")
+    seeds: list[int] = Field(list(range(5)), min_length=1, max_length=1000,
+                             description="Episode seeds (a list, or a range string like 0-9).")
+    trials: int = Field(3, ge=1, le=10, description="Trials per episode: reflection between them (paper: up to 5).")
+    max_steps: int = Field(12, ge=1, le=100, description="Actions per trial before it counts as failed.")
+    episode_max_s: float | None = Field(
+        300.0, gt=0, description="MiniWoB++ ends an episode after 10 s, LLM thinking included; this "
+                                 "raises the limit for real LLMs (None = the benchmark's 10 s).")
+    browsers: int = Field(2, ge=1, le=32, description="Browser actors (one headless Chromium each, ~400 MiB).")
+    cpus_per_browser: float = Field(0.5, gt=0, le=16, description="Ray CPUs reserved per browser actor.")
+    llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_ranges(cls, value: Any) -> Any:
+        return _parse_seeds(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, seeds: list[int]) -> list[int]:
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds {bad[:5]} out of range: use 0..{MAX_SEED}")
+        return seeds
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        from ringbit.agents.computer.env import resolve_task
+
+        return [resolve_task(t) for t in tasks]
+
+
+class ReactEvalConfig(StrictModel):
+    """Evaluate a ReAct agent (FireAct) on HotpotQA-style questions: EM and F1 to MLflow."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
+    questions: str = Field(..., description="FireAct trajectories (gold = their finish[] answers) or JSONL of "
+                                            "{question, answer}; a relative path is read from where you submit.")
+    split: Literal["all", "heldout"] = Field(
+        "all", description="heldout = only the questions the fine-tuning job held out (same n_val and seed).")
+    n_val: int = Field(50, ge=1, description="With split=heldout: the fine-tuning job's data.n_val.")
+    split_seed: int = Field(0, description="With split=heldout: the fine-tuning job's data.seed.")
+    n: int = Field(50, ge=1, le=100_000, description="Questions to evaluate (the first n of the split).")
+    search: str = Field("cache", description="Search tool: 'cache' (query->result pairs of the trajectories "
+                                             "file), cache:<file>, bm25:<passages.jsonl> or bm25:builtin:python-docs.")
+    max_iterations: int = Field(11, ge=1, le=50, description="Thought/Action/Observation rounds (FireAct: 11).")
+    max_tokens: int = Field(128, ge=8, le=4096, description="Tokens per Thought+Action generation.")
+    workers: int = Field(2, ge=1, le=64, description="Questions run in parallel (Ray tasks).")
+    llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
+
+    @field_validator("questions")
+    @classmethod
+    def _exists(cls, questions: str) -> str:
+        path = resolve_user_path(questions)
+        if not path.is_file():
+            raise ValueError(f"no file {path}; e.g. --set questions=../shared/fireact/hotpotqa_alpaca.json")
+        return str(path)
+
+    @field_validator("search")
+    @classmethod
+    def _search_spec(cls, search: str) -> str:
+        kind, _, path = search.partition(":")
+        if kind not in ("cache", "bm25") or (kind == "bm25" and not path):
+            raise ValueError(f"{search!r}: use 'cache', 'cache:<file>', 'bm25:<passages.jsonl>' or "
+                             "'bm25:builtin:python-docs'")
+        if path.startswith("builtin:"):
+            return search
+        if path and not resolve_user_path(path).is_file():
+            raise ValueError(f"{search!r}: no file {resolve_user_path(path)}")
+        return f"{kind}:{resolve_user_path(path)}" if path else kind
+
+
+class MemWalkerEvalConfig(StrictModel):
+    """Evaluate MemWalker on synthetic long documents with planted facts: accuracy to MLflow."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
+    n_docs: int = Field(8, ge=1, le=10_000, description="Documents (one planted-fact question each).")
+    n_words: int = Field(3000, ge=100, le=1_000_000, description="Words per document.")
+    segment_words: int = Field(300, ge=20, le=100_000, description="Words per leaf segment (paper: ~1,000 tokens).")
+    fanout: int = Field(4, ge=2, le=16, description="Children per summary node.")
+    max_steps: int = Field(12, ge=1, le=200, description="Navigation steps before giving up.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the synthetic documents.")
+    workers: int = Field(2, ge=1, le=64, description="Documents run in parallel (Ray tasks).")
+    llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def load_serve_config(path: Path, models: dict[str, str] | None = None,
     http = config.get("http_options", {})
     for app in apps.values():
         args = app.setdefault("args", {})
-        if "model" in args and tracking_uri:
+        if ("model" in args or "mlflow_experiment" in args) and tracking_uri:
             args.setdefault("tracking_uri", tracking_uri)
         if "llm_app" in args:  # another application of this config, through the same proxy
             target = apps.get(args["llm_app"])
@@ -119,3 +119,16 @@ def shutdown(apps: list[str] | None = None) -> list[str]:
     if not apps:
         serve.shutdown()
     return names
+
+
+def llm_url_from_args(args: dict[str, Any], app: str) -> str:
+    """The LM endpoint of an application that calls another: `llm_url`, else `llm_app` through
+    this node's Serve proxy. `ringbit serve up` rewrites llm_app into llm_url with the real
+    host/port/route; under a RayService (serveConfigV2 deployed as-is) the proxy runs on every
+    node at port 8000 and the LM application is at `llm_route` (default "/")."""
+    if args.get("llm_url"):
+        return args["llm_url"]
+    if args.get("llm_app"):
+        return f"http://127.0.0.1:{args.get('proxy_port', 8000)}{args.get('llm_route', '/')}"
+    raise ValueError(f"the {app} app needs args.llm_url (or args.llm_app naming an application of "
+                     "the same serve config)")

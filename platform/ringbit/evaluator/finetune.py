@@ -1,246 +1,38 @@
-"""Fine-tune a platform LM to write InstructScore reports from synthetic examples: the prompt's
-tokens are masked from the loss (only the report is learned), Ray Train + DeepSpeed like
-pretraining, val_ppl over the held-out reports' tokens in MLflow, the model registered."""
+"""Fine-tune a platform LM to write InstructScore reports from synthetic examples (the shared
+SFT job in ringbit.train.sft: prompt tokens masked, Ray Train + DeepSpeed, val_ppl in MLflow)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import signal
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+from ringbit.config import FinetuneConfig
+from ringbit.train.sft import IGNORE, Pairs, run_sft, to_tensors, tokenize_pairs
 
-from ringbit.config import FinetuneConfig, PretrainConfig, flatten
+__all__ = ["IGNORE", "instructscore_pairs", "run_finetune", "to_tensors", "tokenize_examples"]
 
-IGNORE = -100
-CHECKPOINT_TAG = "ckpt"
+
+def instructscore_pairs(examples, task: str) -> Pairs:
+    """(InstructScore prompt, "\n" + report): the evaluator sends the prompt alone."""
+    from ringbit.evaluator.prompts import build_prompt
+
+    return [(build_prompt(task, ex.reference, ex.candidate), "\n" + ex.report) for ex in examples]
 
 
 def tokenize_examples(examples, tokenizer, task: str, max_seq_len: int) -> list[tuple[list[int], int]]:
-    """(prompt + "\\n" + report + EOS token ids, number of prompt ids); longer ones are dropped.
-    Prompt and report are encoded apart, as the evaluator sends the prompt alone."""
-    from ringbit.data.tokenizer import eos_id
-    from ringbit.evaluator.prompts import build_prompt
-
-    eos, rows = eos_id(tokenizer), []
-    for ex in examples:
-        prompt = tokenizer.encode(build_prompt(task, ex.reference, ex.candidate)).ids
-        report = tokenizer.encode("\n" + ex.report).ids + [eos]
-        if len(prompt) + len(report) <= max_seq_len + 1:
-            rows.append((prompt + report, len(prompt)))
-    return rows
-
-
-def to_tensors(rows: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [N, L+1] padded; labels [N, L]: the next token where it is report, IGNORE elsewhere."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    labels = torch.full((len(rows), width - 1), IGNORE, dtype=torch.long)
-    for i, (row, n_prompt) in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        # position t predicts token t+1: learn the report tokens (index >= n_prompt) only
-        labels[i, n_prompt - 1 : len(row) - 1] = torch.tensor(row[n_prompt:])
-    return ids, labels
-
-
-def prepare_data(cfg: FinetuneConfig, base_dir: Path, out_dir: Path, log=print) -> Path:
-    from tokenizers import Tokenizer
-
-    from ringbit.data.corpus import BUILTINS, builtin_documents
-    from ringbit.data.tokenizer import eos_id
-    from ringbit.evaluator.synthetic import make_examples
-
-    key = hashlib.sha256(json.dumps([cfg.data.model_dump(), cfg.max_seq_len,
-                                     (base_dir / "tokenizer.json").read_text()]).encode()).hexdigest()[:16]
-    path = out_dir / f"instructscore-sft-{key}.pt"
-    if path.exists():
-        log(f"[ringbit] data: reusing {path}")
-        return path
-    c = cfg.data.corpus
-    texts = builtin_documents(c) if c in BUILTINS else [Path(c).read_text(errors="replace")]
-    examples = make_examples(texts, cfg.data.n_train + cfg.data.n_val, seed=cfg.data.seed)
-    tok = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
-    val = tokenize_examples(examples[: cfg.data.n_val], tok, cfg.data.task, cfg.max_seq_len)
-    train = tokenize_examples(examples[cfg.data.n_val :], tok, cfg.data.task, cfg.max_seq_len)
-    if not train or not val:
-        raise ValueError(f"max_seq_len {cfg.max_seq_len} is too short for any example; raise it")
-    pad = eos_id(tok)
-    data = dict(zip(("train_ids", "train_labels"), to_tensors(train, pad)))
-    data.update(zip(("val_ids", "val_labels"), to_tensors(val, pad)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
-    tmp.rename(path)  # atomic: a crashed preparation leaves no half file behind
-    log(f"[ringbit] data: {len(train)} train / {len(val)} val examples "
-        f"({len(examples) - len(train) - len(val)} longer than {cfg.max_seq_len} tokens dropped)")
-    return path
-
-
-def _masked_nll(model, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    width = int((labels != IGNORE).nonzero()[:, 1].max()) + 1 if (labels != IGNORE).any() else 1
-    logits = model(ids[:, :width])
-    nll = F.cross_entropy(logits.float().flatten(0, 1), labels[:, :width].flatten(),
-                          ignore_index=IGNORE, reduction="sum")
-    return nll, int((labels[:, :width] != IGNORE).sum())
-
-
-def sft_loop_per_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import torch.distributed as dist
-    from ray.train import Checkpoint
-    from safetensors.torch import load_model
-
-    from ringbit.models import Transformer
-    from ringbit.models.io import read_model_meta, save_model_dir
-    from ringbit.train.engine import build_optimizer, deepspeed_config
-    from ringbit.train.loop import full_state_dict
-    from ringbit.train.perplexity import perplexity
-
-    cfg = FinetuneConfig.model_validate(config["job"])
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
-    import deepspeed
-
-    ctx = ray.train.get_context()
-    rank, world, device = ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
-    torch.manual_seed(cfg.train.seed)
-    base = Path(config["base_dir"])
-    mcfg, quant, packing = read_model_meta(base)
-    if packing:
-        raise ValueError("fine-tune the unpacked model; packed models are for inference")
-    mcfg = mcfg.model_copy(update={"max_seq_len": max(mcfg.max_seq_len, cfg.max_seq_len)})
-    model = Transformer(mcfg, quant=quant)
-    load_model(model, str(base / "model.safetensors"))
-    data = torch.load(config["data_path"])
-    width = data["train_ids"].shape[1] - 1
-    pcfg = PretrainConfig(model=mcfg, data={"seq_len": min(width, mcfg.max_seq_len)}, train=cfg.train,
-                          deepspeed=cfg.deepspeed, workers=cfg.workers, quant=quant)
-    optimizer, scheduler = build_optimizer(model, cfg.train)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(pcfg, device.type == "cuda"))
-    start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            _, state = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
-            start = int(state["step"])
-    buffer = None
-    if rank == 0 and config.get("run_id"):
-        from mlflow.tracking import MlflowClient
-
-        from ringbit.tracking import MetricBuffer
-
-        buffer = MetricBuffer(MlflowClient(config["tracking_uri"]), config["run_id"])
-
-    def reduce(*values: float) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    t = cfg.train
-    micro, accum = t.micro_batch_size, t.global_batch_size // (t.micro_batch_size * world)
-    n_train = data["train_ids"].shape[0]
-    for step in range(start, t.max_steps):
-        began = time.perf_counter()
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(t.seed * 100_003 + step))
-        mine = order.repeat(-(-t.global_batch_size // n_train))[: t.global_batch_size][rank::world]
-        nll_sum = tokens = 0.0
-        for m in range(accum):
-            idx = mine[m * micro : (m + 1) * micro]
-            nll, count = _masked_nll(engine, data["train_ids"][idx].to(device), data["train_labels"][idx].to(device))
-            engine.backward(nll / max(count, 1))
-            engine.step()
-            nll_sum, tokens = nll_sum + nll.item(), tokens + count
-        done = step + 1
-        total, count = reduce(nll_sum, tokens)
-        metrics = {"train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": count / (time.perf_counter() - began)}
-        is_eval = done % t.eval_interval == 0 or done == t.max_steps
-        if is_eval:
-            engine.eval()
-            with torch.no_grad():
-                vt = vc = 0.0
-                for i in range(rank, data["val_ids"].shape[0], world * micro):
-                    idx = torch.arange(i, min(i + world * micro, data["val_ids"].shape[0]), world)
-                    nll, c = _masked_nll(engine, data["val_ids"][idx].to(device), data["val_labels"][idx].to(device))
-                    vt, vc = vt + nll.item(), vc + c
-            engine.train()
-            metrics["val_loss"], metrics["val_ppl"] = perplexity(*reduce(vt, vc))
-        if buffer:
-            buffer.add(done, **metrics)
-            buffer.flush()
-        if rank == 0 and (is_eval or done % t.log_interval == 0):
-            print(f"[ringbit] step={done}/{t.max_steps} " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()),
-                  flush=True)
-        if done % t.checkpoint_interval == 0 or done == t.max_steps:
-            weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
-            with tempfile.TemporaryDirectory() as tmp:
-                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
-                if weights is not None and rank == 0:
-                    save_model_dir(Path(tmp) / "model", mcfg, weights, (base / "tokenizer.json").read_text(),
-                                   quant=quant)
-                ray.train.report({**metrics, "step": done}, checkpoint=Checkpoint.from_directory(tmp))
-        elif is_eval:
-            ray.train.report({**metrics, "step": done})
+    return tokenize_pairs(instructscore_pairs(examples, task), tokenizer, max_seq_len)
 
 
 def run_finetune(cfg: FinetuneConfig, log=print) -> dict[str, Any]:
-    from mlflow.tracking import MlflowClient
+    from pathlib import Path
 
-    from ringbit import tracking
-    from ringbit.services import PlatformSettings, ensure_client_env
+    from ringbit.data.corpus import BUILTINS, builtin_documents
+    from ringbit.evaluator.synthetic import make_examples
 
-    ensure_client_env()
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    def make_pairs() -> tuple[Pairs, Pairs]:
+        c = cfg.data.corpus
+        texts = builtin_documents(c) if c in BUILTINS else [Path(c).read_text(errors="replace")]
+        examples = make_examples(texts, cfg.data.n_train + cfg.data.n_val, seed=cfg.data.seed)
+        pairs = instructscore_pairs(examples, cfg.data.task)
+        return pairs[cfg.data.n_val :], pairs[: cfg.data.n_val]
 
-    name = cfg.name or time.strftime("finetune-evaluator-%Y%m%d-%H%M%S")
-    home = PlatformSettings.from_env().home
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    base_dir = tracking.resolve_model_ref(cfg.base_model, uri)
-    data_path = prepare_data(cfg, base_dir, home / "data", log=log)
-    client = MlflowClient(uri)
-    run_id, resumed = tracking.start_or_resume_run(client, cfg.mlflow.experiment, name)
-    log(f"[ringbit] mlflow run {run_id} ({'resumed' if resumed else 'new'}): {tracking.run_url(uri, client, run_id)}")
-    tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")), "derived.data_path": str(data_path)})
-    tracking.set_tags(client, run_id, tracking.default_tags())
-
-    def killed(signum, frame):
-        client.set_terminated(run_id, "KILLED")
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, killed)
-    trainer = TorchTrainer(
-        sft_loop_per_worker,
-        train_loop_config={"job": cfg.model_dump(mode="json"), "base_dir": str(base_dir),
-                           "data_path": str(data_path), "run_id": run_id, "tracking_uri": uri},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(Path(cfg.workers.storage_path or home / "runs").expanduser()),
-                             failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    log(f"[ringbit] fine-tuning {cfg.base_model} to write InstructScore reports "
-        f"({cfg.train.max_steps} steps, {cfg.workers.num_workers} workers)")
-    try:
-        result = trainer.fit()
-        with result.checkpoint.as_directory() as ckpt:
-            registered = tracking.log_and_register_model(uri, run_id, Path(ckpt) / "model",
-                                                         cfg.mlflow.registered_model, cfg.mlflow.alias)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    log(f"[ringbit] done: val_ppl={result.metrics.get('val_ppl', float('nan')):.4g}")
-    if registered:
-        log(f"[ringbit] registered model: {registered}")
-    return {"run_id": run_id, "metrics": result.metrics, "registered": registered}
+    return run_sft(cfg, "instructscore", make_pairs, "write InstructScore reports", log=log)

@@ -13,7 +13,7 @@ from ringbit.evaluator.prompts import NEEDS_SOURCE, TASKS, build_prompt
 from ringbit.evaluator.report import parse_report, score
 from ringbit.llm.client import LLMClient, LLMError
 from ringbit.llm.openai_api import error_body
-from ringbit.llm.service import make_api
+from ringbit.llm.service import make_api, serve_prefix_root
 
 
 class EvaluateItem(BaseModel):
@@ -43,17 +43,8 @@ def unprocessable(message: str, param: str) -> JSONResponse:
 
 
 evaluator_api = make_api("ringbit InstructScore evaluator")
-
-
-@evaluator_api.middleware("http")
-async def _exact_route_prefix(request, call_next):
-    """POST /v1/evaluate (the app's route prefix itself) is the "/" route: serve it, not a 307
-    redirect to /v1/evaluate/ that many HTTP clients do not follow for a POST."""
-    scope = request.scope
-    if scope["path"].rstrip("/") == scope.get("root_path", "").rstrip("/") and not scope["path"].endswith("/"):
-        scope["path"] += "/"
-        scope["raw_path"] = scope["path"].encode()
-    return await call_next(request)
+# POST /v1/evaluate (the route prefix itself) is the "/" route
+serve_prefix_root(evaluator_api)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -114,8 +105,8 @@ class EvaluatorServer:
 
 def build_evaluator_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (`import_path: serving.evaluator:app`)."""
-    if not args.get("llm_url"):
-        raise ValueError("the evaluator needs args.llm_url (or args.llm_app naming an application "
-                         "of the same serve config)")
+    from ringbit.serving import llm_url_from_args
+
+    llm_url = llm_url_from_args(args, "evaluator")
     keys = ("model", "max_items", "max_input_chars", "max_new_tokens", "timeout_s")
-    return EvaluatorServer.bind(args["llm_url"], **{k: args[k] for k in keys if k in args})
+    return EvaluatorServer.bind(llm_url, **{k: args[k] for k in keys if k in args})

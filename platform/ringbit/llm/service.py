@@ -31,6 +31,19 @@ def make_api(title: str) -> FastAPI:
     return api
 
 
+def serve_prefix_root(api: FastAPI) -> None:
+    """A request to the application's route prefix itself (POST /v1/evaluate) is its "/" route:
+    serve it, not a 307 redirect to …/ that many HTTP clients do not follow for a POST."""
+
+    @api.middleware("http")
+    async def _exact_route_prefix(request, call_next):
+        scope = request.scope
+        if scope["path"].rstrip("/") == scope.get("root_path", "").rstrip("/") and not scope["path"].endswith("/"):
+            scope["path"] += "/"
+            scope["raw_path"] = scope["path"].encode()
+        return await call_next(request)
+
+
 @dataclass(frozen=True)
 class GenItem:
     prompt: list[int]

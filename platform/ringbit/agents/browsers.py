@@ -1,0 +1,151 @@
+"""A pool of browser actors on the Ray cluster: each actor owns one headless Chromium running
+MiniWoB++ and plays whole episodes of the computer-control agent, streaming the trajectory's
+events back as they happen. A browser that crashes is replaced; its episode is reported failed
+with the reason, never left hanging."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import ray
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+class BrowserWorker:
+    """One Chromium, reused across episodes of the same task (a new task starts a new browser)."""
+
+    def __init__(self) -> None:
+        self.env = None
+        self.task: str | None = None
+
+    def _env_for(self, task: str, episode_max_s: float | None):
+        from ringbit.agents.computer.env import MiniWoBEnv
+
+        if self.env is None or self.task != task or self.env.episode_max_s != episode_max_s:
+            self.close()
+            self.env, self.task = MiniWoBEnv(task, episode_max_s=episode_max_s), task
+        return self.env
+
+    def close(self) -> None:
+        if self.env is not None:
+            try:
+                self.env.close()
+            except Exception:  # a crashed browser may not close cleanly; it is dropped anyway
+                pass
+        self.env, self.task = None, None
+
+    def play(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
+             episode_max_s: float | None = None) -> Iterator[dict]:
+        """A Ray streaming generator: every event of the episode, then {"type": "result", ...}."""
+        from ringbit.agents.computer.agent import run_episode
+        from ringbit.agents.llm import build_agent_llm
+        from ringbit.config import AgentLLMConfig
+
+        events: queue.Queue = queue.Queue()
+        outcome: dict[str, Any] = {}
+        seen: list[dict[str, Any]] = []  # the whole event stream (every screen the planner saw)
+
+        def emit(event: dict[str, Any]) -> None:
+            seen.append(event)
+            events.put(event)
+
+        def episode() -> None:
+            agent_llm = build_agent_llm(AgentLLMConfig(**llm), check=False)
+            try:
+                env = self._env_for(task, episode_max_s)
+                result = run_episode(env, agent_llm, task, seed, max_trials=trials, max_steps=max_steps,
+                                     on_event=emit).to_dict()
+            except Exception as exc:  # browser failed to start, or the agent itself broke
+                result = {"task": task, "seed": seed, "success": False, "trials": [],
+                          "error": f"browser failed: {type(exc).__name__}: {exc}"}
+            if result.get("error"):  # the browser may be broken: the next episode starts a new one
+                self.close()
+            result.update(agent_llm.usage.as_dict())
+            result["events"] = seen
+            outcome["result"] = result
+            events.put(None)
+
+        thread = threading.Thread(target=episode, daemon=True)
+        thread.start()
+        while (event := events.get()) is not None:
+            yield event
+        thread.join()
+        yield {"type": "result", **outcome["result"]}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class BrowserPool:
+    """`size` browser actors; `run()` plays one episode on a free actor (blocking), `run_all()`
+    plays many in parallel. Thread-safe: the Serve app and evaluation jobs call it from threads."""
+
+    def __init__(self, size: int, cpus_per_browser: float = 0.5) -> None:
+        import os
+
+        # Chromium and chromedriver paths travel with the actors (set by the README's setup).
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith("MINIWOB_")}
+        self._remote = ray.remote(BrowserWorker).options(
+            num_cpus=cpus_per_browser, max_concurrency=2,
+            runtime_env={"env_vars": env_vars} if env_vars else None)
+        self.size = size
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(size):
+            self._free.put(self._remote.remote())
+        self.replaced = 0
+
+    def run(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
+            episode_max_s: float | None = None, on_event: EventFn | None = None,
+            timeout_s: float = 1800) -> dict[str, Any]:
+        """Play one episode; the result dict carries `error` when it could not finish."""
+        actor = self._free.get()
+        began = time.perf_counter()
+        try:
+            gen = actor.play.options(num_returns="streaming").remote(task, seed, llm, trials, max_steps,
+                                                                         episode_max_s)
+            for ref in gen:
+                event = ray.get(ref, timeout=max(1.0, timeout_s - (time.perf_counter() - began)))
+                if event.get("type") == "result":
+                    event.pop("type")
+                    event["wall_s"] = time.perf_counter() - began
+                    return event
+                if on_event:
+                    on_event(event)
+            raise RuntimeError("the browser actor ended without a result")
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, RuntimeError) as exc:
+            # The actor died (Chromium took the process down, OOM) or hung: replace it.
+            ray.kill(actor)
+            actor = self._remote.remote()
+            self.replaced += 1
+            return {"task": task, "seed": seed, "success": False, "trials": [],
+                    "error": f"browser actor failed: {type(exc).__name__}: {str(exc)[:500]}",
+                    "wall_s": time.perf_counter() - began}
+        finally:
+            self._free.put(actor)
+
+    def run_all(self, episodes: list[dict[str, Any]], on_result: EventFn | None = None) -> list[dict[str, Any]]:
+        """Episodes ({task, seed, llm, trials, max_steps, episode_max_s}) over all actors; results in input order."""
+        def one(ep: dict[str, Any]) -> dict[str, Any]:
+            result = self.run(**ep)
+            if on_result:
+                on_result(result)
+            return result
+
+        with ThreadPoolExecutor(self.size) as pool:
+            return list(pool.map(one, episodes))
+
+    def shutdown(self) -> None:
+        while not self._free.empty():
+            actor = self._free.get_nowait()
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except Exception:
+                pass
+            ray.kill(actor)

@@ -1,0 +1,300 @@
+"""Evaluation jobs for the agents (`ringbit agents eval computer|react|memwalker`, or the
+jobs/eval_*.py entrypoints under `ray job submit`): run many episodes, print progress, and log
+one MLflow run with the rates, per-task / per-trial breakdowns, plots and JSONL trajectories.
+
+Browser episodes run on a pool of Ray actors (CPU- and memory-heavy, spread over the cluster);
+ReAct and MemWalker episodes wait on the LLM endpoint almost all the time, so threads suffice."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from ringbit.config import ComputerEvalConfig, MemWalkerEvalConfig, ReactEvalConfig, flatten
+
+
+def _progress(done: int, total: int, **values: float) -> None:
+    # `ringbit agents eval` turns these lines into a progress bar (ringbit.jobs.parse_progress).
+    print(f"[ringbit] step={done}/{total} " + " ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+
+
+def _name(cfg, kind: str) -> str:
+    return cfg.name or time.strftime(f"eval-{kind}-%Y%m%d-%H%M%S")
+
+
+def _check_llm(cfg) -> dict[str, Any]:
+    """Fail before any episode when the endpoint is unusable; returns the LLM config episodes get
+    (with the model the endpoint reported, so every episode asks the same model)."""
+    from ringbit.agents.llm import build_agent_llm
+
+    llm = build_agent_llm(cfg.llm, check=True)
+    return {**cfg.llm.model_dump(), "url": llm.client.base_url, "model": llm.client.model}
+
+
+def _log_csv(client, run_id: str, name: str, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / name).write_text(buf.getvalue())
+        client.log_artifact(run_id, str(Path(tmp) / name))
+
+
+def _log_figure(client, run_id: str, name: str, draw: Callable[[Any], None]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw(ax)
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / name, dpi=110)
+        client.log_artifact(run_id, str(Path(tmp) / name))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ computer control
+
+
+def success_by_trial(results: list[dict[str, Any]], trials: int) -> list[float]:
+    """Completion rate after k trials (k = 1..trials): an episode counts once any trial up to k
+    succeeded. This is the paper's "improvement over rounds of reflection"."""
+    rates = []
+    for k in range(1, trials + 1):
+        ok = sum(any(t.get("success") for t in r.get("trials", [])[:k]) for r in results)
+        rates.append(ok / len(results) if results else 0.0)
+    return rates
+
+
+def computer_summary(results: list[dict[str, Any]], cfg: ComputerEvalConfig) -> dict[str, Any]:
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        by_task[r["task"]].append(r)
+    steps = [s for r in results for t in r.get("trials", []) for s in t.get("steps", [])]
+    return {
+        "success_rate": sum(bool(r.get("success")) for r in results) / len(results),
+        "by_trial": success_by_trial(results, cfg.trials),
+        "tasks": {task: {"success_rate": sum(bool(r.get("success")) for r in rs) / len(rs),
+                         "by_trial": success_by_trial(rs, cfg.trials), "episodes": len(rs)}
+                  for task, rs in sorted(by_task.items())},
+        "errors": sum(bool(r.get("error")) for r in results),
+        "steps": len(steps),
+        "llm_s_per_step": sum(s.get("llm_s") or 0 for s in steps) / max(len(steps), 1),
+        "browser_s_per_step": sum(s.get("browser_s") or 0 for s in steps) / max(len(steps), 1),
+        "llm_calls": sum(r.get("llm_calls", 0) for r in results),
+        "tokens": sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in results),
+    }
+
+
+def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
+    import ray
+
+    from ringbit.agents.browsers import BrowserPool
+    from ringbit.agents.runs import log_jsonl, mlflow_run
+    from ringbit.services import ensure_client_env
+
+    ensure_client_env()
+    llm = _check_llm(cfg)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    episodes = [{"task": t, "seed": s, "llm": llm, "trials": cfg.trials, "max_steps": cfg.max_steps,
+                 "episode_max_s": cfg.episode_max_s}
+                for t in cfg.tasks for s in cfg.seeds]
+    name = _name(cfg, "computer")
+    with mlflow_run(cfg.mlflow.experiment, name, flatten(cfg.model_dump(mode="json")),
+                    cfg.mlflow.tracking_uri, {"ringbit.agent": "computer"}, log=log) as (client, run_id):
+        log(f"[ringbit] {len(episodes)} episodes ({len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
+            f"up to {cfg.trials} trials) on {cfg.browsers} browsers, LLM {llm['url']} ({llm['model']})")
+        pool = BrowserPool(cfg.browsers, cfg.cpus_per_browser)
+        done: list[dict[str, Any]] = []
+        began = time.perf_counter()
+
+        def on_result(r: dict[str, Any]) -> None:
+            done.append(r)
+            note = f" error: {r['error']}" if r.get("error") else ""
+            log(f"[ringbit] episode {r['task']} seed={r['seed']} success={bool(r.get('success'))} "
+                f"trials={len(r.get('trials', []))}{note}")
+            _progress(len(done), len(episodes),
+                      success_rate=sum(bool(x.get("success")) for x in done) / len(done))
+
+        try:
+            results = pool.run_all(episodes, on_result=on_result)
+        finally:
+            pool.shutdown()
+        wall = time.perf_counter() - began
+        summary = computer_summary(results, cfg)
+        metrics = {"success_rate": summary["success_rate"], "episodes": len(results),
+                   "episodes_per_minute": 60 * len(results) / wall, "errors": summary["errors"],
+                   "llm_s_per_step": summary["llm_s_per_step"],
+                   "browser_s_per_step": summary["browser_s_per_step"],
+                   "llm_calls": summary["llm_calls"], "tokens": summary["tokens"],
+                   "browsers_replaced": pool.replaced}
+        for task, s in summary["tasks"].items():
+            metrics[f"success_rate.{task}"] = s["success_rate"]
+        for k, v in metrics.items():
+            client.log_metric(run_id, k, float(v))
+        # Per trial: step = trial number, so MLflow draws success against rounds of reflection.
+        for k, rate in enumerate(summary["by_trial"], start=1):
+            client.log_metric(run_id, "success_rate_by_trial", rate, step=k)
+            for task, s in summary["tasks"].items():
+                client.log_metric(run_id, f"success_rate_by_trial.{task}", s["by_trial"][k - 1], step=k)
+        log_jsonl(client, run_id, "trajectories.jsonl", results)
+        _log_csv(client, run_id, "results.csv", [
+            {"task": r["task"], "seed": r["seed"], "success": bool(r.get("success")),
+             "trials_used": len(r.get("trials", [])), "reward": r.get("reward"), "error": r.get("error") or ""}
+            for r in results])
+
+        def draw(ax) -> None:
+            x = list(range(1, cfg.trials + 1))
+            for task, s in summary["tasks"].items():
+                ax.plot(x, s["by_trial"], marker="o", label=task)
+            ax.plot(x, summary["by_trial"], "k--", marker="s", label="all tasks")
+            ax.set(xlabel="trials (reflection between trials)", ylabel="success rate", ylim=(-0.05, 1.05),
+                   xticks=x, title="MiniWoB++ success vs trials")
+            ax.legend(fontsize=7)
+
+        _log_figure(client, run_id, "success_by_trial.png", draw)
+        log(f"[ringbit] done: success_rate={summary['success_rate']:.3f} by trial "
+            + " ".join(f"{v:.3f}" for v in summary["by_trial"])
+            + f"; {metrics['episodes_per_minute']:.1f} episodes/min")
+    return {"run_id": run_id, "metrics": metrics, "summary": summary}
+
+
+# ------------------------------------------------------------------------------ ReAct (FireAct)
+
+
+def react_examples(cfg: ReactEvalConfig) -> list[dict[str, str]]:
+    """{question, answer} examples: from trajectories (gold = finish answers) or a QA JSONL."""
+    import json
+
+    from ringbit.agents.react.sft import gold_examples, split_trajectories
+    from ringbit.agents.react.trajectories import read_trajectories
+
+    path = Path(cfg.questions)
+    first = path.read_text(encoding="utf-8").lstrip()[:4000]
+    if '"question"' in first and '"answer"' in first and '"output"' not in first:
+        examples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        trajectories = read_trajectories(path)
+        if cfg.split == "heldout":
+            trajectories = split_trajectories(trajectories, min(cfg.n_val, len(trajectories) - 1),
+                                              cfg.split_seed)[1]
+        examples = gold_examples(trajectories)
+    return examples[: cfg.n]
+
+
+def react_tools(cfg: ReactEvalConfig) -> dict[str, Any]:
+    from ringbit.agents.react.tools import search_tool
+
+    # bare "cache": the trajectories' recorded (query -> observation) pairs, the paper's Google results
+    return {"search": search_tool(cfg.search.rstrip(":"), trajectories=cfg.questions)}
+
+
+def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
+    from ringbit.agents.llm import build_agent_llm
+    from ringbit.agents.react.evaluate import evaluate_react, summarize
+    from ringbit.agents.runs import log_jsonl, mlflow_run
+    from ringbit.config import AgentLLMConfig
+    from ringbit.services import ensure_client_env
+
+    ensure_client_env()
+    llm_cfg = AgentLLMConfig(**_check_llm(cfg))
+    examples = react_examples(cfg)
+    if not examples:
+        raise ValueError(f"no questions with answers in {cfg.questions}")
+    tools = react_tools(cfg)
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), flatten(cfg.model_dump(mode="json")),
+                    cfg.mlflow.tracking_uri, {"ringbit.agent": "react"}, log=log) as (client, run_id):
+        log(f"[ringbit] {len(examples)} questions, {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
+        rows: list[dict[str, Any]] = []
+        usage: dict[str, float] = defaultdict(float)
+        began = time.perf_counter()
+
+        def one(i_ex: tuple[int, dict[str, str]]) -> dict[str, Any]:
+            i, ex = i_ex
+            llm = build_agent_llm(llm_cfg, check=False)
+            out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens)
+            row = {**out["rows"][0], "index": i}
+            for k, v in llm.usage.as_dict().items():
+                usage[k] += v
+            rows.append(row)
+            done = summarize(rows)
+            _progress(len(rows), len(examples), em=done["em"], f1=done["f1"])
+            return row
+
+        with ThreadPoolExecutor(cfg.workers) as pool:
+            ordered = list(pool.map(one, enumerate(examples)))
+        summary = summarize(ordered)
+        metrics = {"em": summary["em"], "f1": summary["f1"], "n": summary["n"],
+                   "finished_rate": summary["finished_rate"], "avg_iterations": summary["avg_iterations"],
+                   "questions_per_minute": 60 * len(ordered) / (time.perf_counter() - began), **usage}
+        for k, v in metrics.items():
+            client.log_metric(run_id, k, float(v))
+        log_jsonl(client, run_id, "predictions.jsonl", ordered)
+        log(f"[ringbit] done: EM={summary['em']:.3f} F1={summary['f1']:.3f} n={summary['n']} "
+            f"finished={summary['finished_rate']:.2f}")
+    return {"run_id": run_id, "metrics": metrics}
+
+
+# ------------------------------------------------------------------------------ MemWalker
+
+
+def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
+    from ringbit.agents.llm import build_agent_llm
+    from ringbit.agents.longdoc import evaluate_memwalker, make_eval_set
+    from ringbit.agents.runs import log_jsonl, mlflow_run
+    from ringbit.config import AgentLLMConfig
+    from ringbit.services import ensure_client_env
+
+    ensure_client_env()
+    llm_cfg = AgentLLMConfig(**_check_llm(cfg))
+    examples = make_eval_set(cfg.n_docs, cfg.n_words, cfg.seed)
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), flatten(cfg.model_dump(mode="json")),
+                    cfg.mlflow.tracking_uri, {"ringbit.agent": "memwalker"}, log=log) as (client, run_id):
+        log(f"[ringbit] {len(examples)} documents of {cfg.n_words} words, {cfg.workers} in parallel, "
+            f"LLM {llm_cfg.url} ({llm_cfg.model})")
+        rows: list[dict[str, Any]] = []
+        usage: dict[str, float] = defaultdict(float)
+        began = time.perf_counter()
+
+        def one(ex: dict[str, Any]) -> dict[str, Any]:
+            llm = build_agent_llm(llm_cfg, check=False)
+            out = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)
+            for k, v in llm.usage.as_dict().items():
+                usage[k] += v
+            rows.append(out["rows"][0])
+            _progress(len(rows), len(examples), accuracy=sum(r["correct"] for r in rows) / len(rows))
+            return out["rows"][0]
+
+        with ThreadPoolExecutor(cfg.workers) as pool:
+            ordered = list(pool.map(one, examples))
+        n = len(ordered)
+        metrics = {"accuracy": sum(r["correct"] for r in ordered) / n,
+                   "answered_rate": sum(r["answered"] for r in ordered) / n,
+                   "avg_steps": sum(r["steps"] for r in ordered) / n,
+                   "avg_backtracks": sum(r["backtracks"] for r in ordered) / n, "n": n,
+                   "documents_per_minute": 60 * n / (time.perf_counter() - began), **usage}
+        for k, v in metrics.items():
+            client.log_metric(run_id, k, float(v))
+        log_jsonl(client, run_id, "walks.jsonl", ordered)
+
+        def draw(ax) -> None:  # where the fact sat vs whether the walk found it
+            depths = [r["depth"] for r in ordered]
+            ax.scatter(depths, [float(r["correct"]) for r in ordered], alpha=0.7)
+            ax.set(xlabel="planted fact depth (fraction of document)", ylabel="correct",
+                   yticks=[0, 1], title=f"MemWalker: accuracy {metrics['accuracy']:.2f}")
+
+        _log_figure(client, run_id, "accuracy_by_depth.png", draw)
+        log(f"[ringbit] done: accuracy={metrics['accuracy']:.3f} answered={metrics['answered_rate']:.2f} "
+            f"avg_steps={metrics['avg_steps']:.1f}")
+    return {"run_id": run_id, "metrics": metrics}

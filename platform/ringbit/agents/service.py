@@ -1,0 +1,310 @@
+"""The agents on Ray Serve, one application under /v1/agents:
+
+    POST /v1/agents/computer/episodes      {task, seed, trials, max_steps}      MiniWoB++ episode
+    POST /v1/agents/react/runs             {question, max_iterations}           ReAct (FireAct)
+    POST /v1/agents/memwalker/queries      {document, question, …}              MemWalker
+    GET  …/{id}                            status + the trajectory so far
+    GET  /v1/agents/runs                   recent runs
+
+Runs are long, so a POST answers 202 with an id at once and the run goes on in the replica; each
+finished run is recorded in MLflow (outcome, steps, LLM calls, tokens, trajectory). Runs live in
+the replica's memory: the deployment has one replica (episodes scale out over browser actors)."""
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray import serve
+
+from ringbit.config import MAX_SEED, AgentLLMConfig
+from ringbit.llm.openai_api import error_body
+from ringbit.llm.service import make_api, serve_prefix_root
+
+
+class ComputerEpisodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, description="MiniWoB++ task, e.g. click-button.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Episode seed (the same page every trial).")
+    trials: int = Field(3, ge=1, le=10, description="Trials, with structured reflection between them.")
+    max_steps: int = Field(12, ge=1, le=100, description="Actions per trial.")
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    return value
+
+
+class ReactRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=4000, description="The question to answer.")
+    max_iterations: int = Field(11, ge=1, le=50, description="Thought/Action/Observation rounds.")
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class MemWalkerQueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document: str = Field(min_length=1, description="The long text to read.")
+    question: str = Field(min_length=1, max_length=4000, description="What to find in it.")
+    segment_words: int = Field(300, ge=20, le=100_000, description="Words per leaf segment.")
+    fanout: int = Field(4, ge=2, le=16, description="Children per summary node.")
+    max_steps: int = Field(12, ge=1, le=200, description="Navigation steps before giving up.")
+
+    @field_validator("document", "question")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+def unprocessable(message: str, param: str) -> JSONResponse:
+    return JSONResponse(status_code=422, content=error_body(f"{param}: {message}", param))
+
+
+@dataclass
+class Run:
+    """One agent run and everything it produced so far."""
+
+    agent: str
+    params: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    status: str = "running"
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+    def view(self, with_events: bool = True) -> dict[str, Any]:
+        out = {"id": self.id, "agent": self.agent, "status": self.status, "params": self.params,
+               "created": self.created, "finished": self.finished, "error": self.error,
+               "mlflow_run_id": self.mlflow_run_id, "n_events": len(self.events)}
+        if with_events:
+            out["trajectory"] = list(self.events)
+            out["result"] = self.result
+        return out
+
+
+INFRA_ERRORS = ("llm ", "browser ")  # how the agents word endpoint and browser failures
+agents_api = make_api("ringbit agents")
+serve_prefix_root(agents_api)
+ROUTES = {"computer": "computer/episodes", "react": "react/runs", "memwalker": "memwalker/queries"}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256, num_replicas=1)
+@serve.ingress(agents_api)
+class AgentsServer:
+    def __init__(self, llm_url: str, model: str | None = None, api: str = "completions",
+                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120, browsers: int = 1,
+                 cpus_per_browser: float = 0.5, episode_max_s: float | None = 300.0, search: str = "bm25:builtin:python-docs",
+                 max_concurrent_runs: int = 8, max_runs_kept: int = 1000, max_document_chars: int = 2_000_000,
+                 mlflow_experiment: str = "ringbit-agents", tracking_uri: str | None = None) -> None:
+        import os
+
+        self.llm_cfg = AgentLLMConfig(url=llm_url, model=model, api=api, api_key_env=api_key_env,
+                                      timeout_s=timeout_s)
+        self.browsers, self.cpus_per_browser = browsers, cpus_per_browser
+        self.episode_max_s = episode_max_s  # MiniWoB's own 10 s limit counts LLM thinking time
+        self.search_spec, self.max_document_chars = search, max_document_chars
+        self.experiment = mlflow_experiment
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self.max_runs_kept = max_runs_kept
+        self.runs: dict[str, Run] = {}
+        self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_concurrent_runs)
+        self._pool = self._tools = None
+        self._trees: dict[str, Any] = {}
+        self._llm_ok_until = 0.0
+
+    # ---------------------------------------------------------------- shared machinery
+
+    def _llm(self):
+        from ringbit.agents.llm import build_agent_llm
+
+        return build_agent_llm(self.llm_cfg, check=False)
+
+    def _llm_unavailable(self) -> JSONResponse | None:
+        """503 at once when the LLM endpoint is down, rather than a run that fails later."""
+        from ringbit.agents.llm import LLMUnavailable, build_agent_llm
+
+        if time.monotonic() < self._llm_ok_until:
+            return None
+        try:
+            llm = build_agent_llm(self.llm_cfg.model_copy(update={"retries": 0, "timeout_s": 10}), check=True)
+        except LLMUnavailable as exc:
+            return JSONResponse(status_code=503, content=error_body(str(exc), None, "llm_unavailable"))
+        if self.llm_cfg.model is None:
+            self.llm_cfg = self.llm_cfg.model_copy(update={"model": llm.client.model})
+        self._llm_ok_until = time.monotonic() + 30
+        return None
+
+    def _start(self, agent: str, params: dict[str, Any], work) -> JSONResponse:
+        run = Run(agent, params)
+        with self.lock:
+            self.runs[run.id] = run
+            finished = [r for r in self.runs.values() if r.status != "running"]
+            for old in finished[: max(0, len(self.runs) - self.max_runs_kept)]:
+                del self.runs[old.id]
+        self.executor.submit(self._execute, run, work)
+        return JSONResponse(status_code=202, content={
+            "id": run.id, "agent": agent, "status": run.status,
+            "poll": f"/v1/agents/{ROUTES[agent]}/{run.id}"})
+
+    def _execute(self, run: Run, work) -> None:
+        try:
+            result = work(run)
+            error = result.get("error")
+            # The agent's own outcome (no answer, failed task) is a result; a dead LLM or browser is not.
+            status = "failed" if str(error or "").startswith(INFRA_ERRORS) else "succeeded"
+        except Exception as exc:  # the run failed; the service goes on
+            error = f"{type(exc).__name__}: {exc}"
+            result, status = {"error": error}, "failed"
+        if self.tracking_uri:
+            try:
+                from ringbit.agents.runs import record_request_run
+
+                run.mlflow_run_id = record_request_run(
+                    self.tracking_uri, self.experiment, run.agent, run.id,
+                    {**run.params, "llm_url": self.llm_cfg.url, "llm_model": self.llm_cfg.model},
+                    {**result, "trajectory": run.events}, status)
+            except Exception as exc:  # tracking must not lose the run's answer
+                run.events.append({"type": "warning", "message": f"MLflow record failed: {exc}"})
+        # Published last: a poller that sees the final status also sees the result and MLflow id.
+        run.result, run.error, run.finished = result, error, time.time()
+        run.status = status
+
+    def _get(self, agent: str, run_id: str):
+        run = self.runs.get(run_id)
+        if run is None or run.agent != agent:
+            return JSONResponse(status_code=404, content=error_body(
+                f"no {agent} run {run_id!r} (runs are kept in memory: up to {self.max_runs_kept})",
+                "id", "not_found"))
+        return run.view()
+
+    # ---------------------------------------------------------------- computer control
+
+    @agents_api.post("/computer/episodes")
+    def computer_episode(self, body: ComputerEpisodeRequest):
+        from ringbit.agents.computer.env import resolve_task
+
+        try:
+            task = resolve_task(body.task)
+        except ValueError as exc:
+            return unprocessable(str(exc), "task")
+        if (down := self._llm_unavailable()) is not None:
+            return down
+        llm = self.llm_cfg.model_dump()
+
+        def work(run: Run) -> dict[str, Any]:
+            if self._pool is None:
+                from ringbit.agents.browsers import BrowserPool
+
+                self._pool = BrowserPool(self.browsers, self.cpus_per_browser)
+            return self._pool.run(task, body.seed, llm, body.trials, body.max_steps, self.episode_max_s,
+                                  on_event=run.events.append)
+
+        return self._start("computer", body.model_dump(), work)
+
+    @agents_api.get("/computer/episodes/{run_id}")
+    def computer_get(self, run_id: str):
+        return self._get("computer", run_id)
+
+    @agents_api.get("/computer/tasks")
+    def computer_tasks(self) -> dict[str, Any]:
+        from ringbit.agents.computer.agent import TASKS_DEFAULT
+        from ringbit.agents.computer.env import task_names
+
+        return {"suggested": list(TASKS_DEFAULT), "all": task_names()}
+
+    # ---------------------------------------------------------------- ReAct
+
+    @agents_api.post("/react/runs")
+    def react_run(self, body: ReactRunRequest):
+        if (down := self._llm_unavailable()) is not None:
+            return down
+
+        def work(run: Run) -> dict[str, Any]:
+            from ringbit.agents.react.react import run_react
+            from ringbit.agents.react.tools import search_tool
+
+            if self._tools is None:
+                self._tools = {"search": search_tool(self.search_spec)}
+            llm = self._llm()
+            result = run_react(body.question.strip(), llm, self._tools, max_iterations=body.max_iterations,
+                               on_event=lambda e: run.events.append({"type": "step", **e})).to_dict()
+            return {**result, "steps": len(result.get("steps", [])), **llm.usage.as_dict()}
+
+        return self._start("react", body.model_dump(), work)
+
+    @agents_api.get("/react/runs/{run_id}")
+    def react_get(self, run_id: str):
+        return self._get("react", run_id)
+
+    # ---------------------------------------------------------------- MemWalker
+
+    @agents_api.post("/memwalker/queries")
+    def memwalker_query(self, body: MemWalkerQueryRequest):
+        if len(body.document) > self.max_document_chars:
+            return unprocessable(f"{len(body.document)} characters exceed the limit of "
+                                 f"{self.max_document_chars}", "document")
+        if (down := self._llm_unavailable()) is not None:
+            return down
+
+        def work(run: Run) -> dict[str, Any]:
+            from ringbit.agents.memwalker import build_tree, doc_hash, navigate
+
+            llm = self._llm()
+            key = f"{doc_hash(body.document)}:{body.segment_words}:{body.fanout}"
+            tree = self._trees.get(key)
+            if tree is None:  # summarising is the expensive part: one tree per document, reused
+                tree = build_tree(body.document, llm, body.segment_words, body.fanout,
+                                  on_event=lambda e: run.events.append({"type": "tree", **e}))
+                self._trees[key] = tree
+            walk = navigate(tree, body.question.strip(), llm, max_steps=body.max_steps,
+                            on_event=lambda e: run.events.append({"type": "walk", **e})).to_dict()
+            walk.pop("llm_calls", None)
+            return {**walk, "tree_nodes": len(tree.nodes), **llm.usage.as_dict()}
+
+        params = body.model_dump(exclude={"document"})
+        params["document_chars"] = len(body.document)
+        return self._start("memwalker", params, work)
+
+    @agents_api.get("/memwalker/queries/{run_id}")
+    def memwalker_get(self, run_id: str):
+        return self._get("memwalker", run_id)
+
+    # ---------------------------------------------------------------- listing
+
+    @agents_api.get("/runs")
+    def list_runs(self, agent: str | None = None, limit: int = 50) -> dict[str, Any]:
+        runs = [r for r in self.runs.values() if agent in (None, r.agent)]
+        return {"runs": [r.view(with_events=False) for r in runs[-limit:]]}
+
+    @agents_api.get("/")
+    def index(self) -> dict[str, Any]:
+        return {"agents": {name: f"/v1/agents/{route}" for name, route in ROUTES.items()},
+                "llm": {"url": self.llm_cfg.url, "model": self.llm_cfg.model, "api": self.llm_cfg.api},
+                "search": self.search_spec, "browsers": self.browsers}
+
+
+def build_agents_app(args: dict[str, Any]) -> serve.Application:
+    """Serve application builder (`import_path: serving.agents:app`)."""
+    from ringbit.serving import llm_url_from_args
+
+    llm_url = llm_url_from_args(args, "agents")
+    keys = ("model", "api", "api_key_env", "timeout_s", "browsers", "cpus_per_browser", "episode_max_s", "search",
+            "max_concurrent_runs", "max_runs_kept", "max_document_chars", "mlflow_experiment", "tracking_uri")
+    options = {k: args[k] for k in keys if k in args}
+    return AgentsServer.bind(llm_url, **options)

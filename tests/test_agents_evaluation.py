@@ -1,0 +1,174 @@
+"""Agent evaluation jobs and FireAct fine-tuning as a user runs them: `ringbit agents eval …` and
+`ringbit submit finetune-react` submitted to the local platform (real Ray, MLflow, Serve, Chromium),
+thinking with the platform's own tiny LM through its OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, free_port, ringbit
+from ringbit.config import ComputerEvalConfig, ConfigError, ModelConfig, ReactEvalConfig, load_config
+
+FIREACT = REPO.parent / "shared" / "fireact" / "hotpotqa_alpaca.json"
+needs_fireact = pytest.mark.skipif(not FIREACT.exists(), reason=f"FireAct trajectories not found at {FIREACT}")
+needs_chromium = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                    reason="chromium/chromedriver not installed: run `make system-deps`")
+CFG = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=4096)
+
+
+# ------------------------------------------------------------------ configs (no services)
+
+
+def test_seed_ranges_and_limits():
+    assert ComputerEvalConfig(tasks=["click-button"], seeds="0-3,9").seeds == [0, 1, 2, 3, 9]
+    assert ComputerEvalConfig(tasks=["click-button"], seeds=7).seeds == [7]
+    for bad, field in [({"seeds": "0-x"}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"trials": 0}, "trials"),
+                       ({"trials": 11}, "trials"), ({"tasks": ["click-buton"]}, "tasks"),
+                       ({"llm": {"url": "localhost:8000"}}, "llm.url")]:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            load_config(ComputerEvalConfig, REPO / "jobs/configs/agents-computer.yaml",
+                        [f"{k}={json.dumps(v)}" for k, v in bad.items()])
+
+
+def test_react_eval_config_resolves_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qa.jsonl").write_text('{"question": "q?", "answer": "a"}\n')
+    cfg = ReactEvalConfig(questions="qa.jsonl", search="bm25:builtin:python-topics")
+    assert cfg.questions == str(tmp_path / "qa.jsonl")  # relative to where the user is
+    with pytest.raises(ValueError, match="no file"):
+        ReactEvalConfig(questions="missing.jsonl")
+    with pytest.raises(ValueError, match="bm25"):
+        ReactEvalConfig(questions="qa.jsonl", search="google")
+
+
+def test_cli_rejects_bad_input_with_exit_2():
+    proc = ringbit("agents", "eval", "computer", "--tasks", "click-button", "--trials", "0", "--dry-run")
+    assert proc.returncode == 2 and "trials" in proc.stderr and "Traceback" not in proc.stderr
+    proc = ringbit("agents", "eval", "react", "--questions", "nowhere.json", "--dry-run")
+    assert proc.returncode == 2 and "questions" in proc.stderr and "no file" in proc.stderr
+
+
+# ------------------------------------------------------------------ jobs on the platform
+
+
+@pytest.fixture(scope="module")
+def served(platform, tmp_path_factory):
+    from ringbit.data.corpus import builtin_documents
+    from ringbit.data.tokenizer import train_tokenizer
+    from ringbit.models import Transformer
+    from ringbit.models.io import save_model_dir
+
+    env, client, mlflow_url = platform
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_url}
+    torch.manual_seed(0)
+    tok = train_tokenizer(builtin_documents("builtin:python-topics"), CFG.vocab_size)
+    model_dir = save_model_dir(tmp_path_factory.mktemp("lm"), CFG, Transformer(CFG).state_dict(), tok.to_str())
+    port = free_port()
+    up = ringbit("serve", "up", "--model", f"lm={model_dir}", "--port", str(port), env=env, timeout=300)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    yield env, client, f"http://127.0.0.1:{port}", model_dir
+    ringbit("serve", "down", env=env, timeout=120)
+
+
+def finished_run(client, name: str):
+    exp = client.get_experiment_by_name("ringbit-tests-agents")
+    runs = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
+    assert len(runs) == 1
+    assert runs[0].info.status == "FINISHED"
+    return runs[0]
+
+
+def artifact_rows(client, run_id: str, name: str) -> list[dict]:
+    path = client.download_artifacts(run_id, name)
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+COMMON = ("--set", "mlflow.experiment=ringbit-tests-agents")
+
+
+@needs_fireact
+def test_react_eval_job(served):
+    env, client, url, _ = served
+    proc = ringbit("agents", "eval", "react", "--questions", str(FIREACT), "--split", "all", "--n", "3", "--llm-url", url,
+                   "--name", "t-react", "--set", "max_iterations=2", "--set", "max_tokens=24", *COMMON,
+                   env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = finished_run(client, "t-react")
+    assert run.data.metrics["n"] == 3 and 0 <= run.data.metrics["em"] <= run.data.metrics["f1"] <= 1
+    assert run.data.metrics["llm_calls"] >= 3
+    rows = artifact_rows(client, run.info.run_id, "predictions.jsonl")
+    gold = json.loads(FIREACT.read_text())[:3]
+    # Gold answers are the released trajectories' finish[] answers, in order.
+    assert [r["gold"] for r in rows] == [g["output"].rsplit("finish[", 1)[1].split("]")[0] for g in gold]
+
+
+def test_memwalker_eval_job(served):
+    env, client, url, _ = served
+    proc = ringbit("agents", "eval", "memwalker", "--docs", "2", "--words", "200", "--segment-words", "60",
+                   "--llm-url", url, "--name", "t-memwalker", "--set", "max_steps=3", *COMMON,
+                   env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = finished_run(client, "t-memwalker")
+    assert run.data.metrics["n"] == 2 and 0 <= run.data.metrics["accuracy"] <= 1
+    walks = artifact_rows(client, run.info.run_id, "walks.jsonl")
+    assert len(walks) == 2 and all(w["steps"] <= 3 for w in walks)
+    assert "accuracy_by_depth.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+@needs_chromium
+def test_computer_eval_job_on_two_browsers(served):
+    env, client, url, _ = served
+    proc = ringbit("agents", "eval", "computer", "--tasks", "click-button", "--seeds", "0-1", "--trials", "2",
+                   "--browsers", "2", "--llm-url", url, "--name", "t-computer", "--set", "max_steps=3",
+                   "--set", "cpus_per_browser=0.25", *COMMON, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = finished_run(client, "t-computer")
+    m = run.data.metrics
+    assert m["episodes"] == 2 and 0 <= m["success_rate"] <= 1 and "success_rate.click-button" in m
+    history = client.get_metric_history(run.info.run_id, "success_rate_by_trial")
+    assert sorted(h.step for h in history) == [1, 2]
+    rates = [h.value for h in sorted(history, key=lambda h: h.step)]
+    assert rates[0] <= rates[1]  # success after k trials never falls with k
+    episodes = artifact_rows(client, run.info.run_id, "trajectories.jsonl")
+    assert sorted(e["seed"] for e in episodes) == [0, 1]
+    for e in episodes:
+        assert 1 <= len(e["trials"]) <= 2 and not e.get("error"), e.get("error")
+        plans = [ev for ev in e["events"] if ev["type"] == "plan"]
+        # The trajectory keeps every screen the planner saw, as leaf-element lines of the real page.
+        assert plans and any("<button id=" in line for line in plans[0]["screen"]), plans[:1]
+        assert e["trials"][0]["reason"]
+    names = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert {"trajectories.jsonl", "results.csv", "success_by_trial.png"} <= set(names)
+
+
+def test_unreachable_llm_fails_the_job_clearly(served):
+    env, _, _, _ = served
+    proc = ringbit("agents", "eval", "memwalker", "--docs", "1", "--words", "200",
+                   "--llm-url", f"http://127.0.0.1:{free_port()}", "--set", "llm.retries=0", *COMMON,
+                   env=env, timeout=300)
+    assert proc.returncode == 1
+    assert "not usable" in proc.stdout + proc.stderr
+
+
+@needs_fireact
+def test_finetune_react_job(served):
+    env, client, _, model_dir = served
+    proc = ringbit("submit", "finetune-react", "-c", "jobs/configs/finetune-react.yaml", "--name", "t-react-sft",
+                   "--set", f"base_model={model_dir}", "--set", f"data.trajectories={FIREACT}",
+                   "--set", "data.n_val=4", "--set", "data.max_train=32", "--set", "max_seq_len=512",
+                   "--set", "train.max_steps=6", "--set", "train.eval_interval=3",
+                   "--set", "train.checkpoint_interval=6", "--set", "train.warmup_steps=1",
+                   "--set", "train.lr=3e-3", "--set", "mlflow.experiment=ringbit-tests-agents",
+                   "--set", "mlflow.registered_model=tiny-react", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = client.get_experiment_by_name("ringbit-tests-agents")
+    run = client.search_runs([exp.experiment_id], "tags.`ringbit.job_name` = 't-react-sft'")[0]
+    assert run.info.status == "FINISHED"
+    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
+    assert [s for s, _ in ppl] == [3, 6] and ppl[1][1] < ppl[0][1], ppl
+    assert client.get_model_version_by_alias("tiny-react", "current").run_id == run.info.run_id
