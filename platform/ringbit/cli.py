@@ -721,7 +721,9 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
 
 # ---------------------------------------------------------------------------------- kubernetes
 
+from ringbit.k8s.cli import k8s_app  # noqa: E402  (typer only; kustomize and schemas load per command)
 
+app.add_typer(k8s_app, name="k8s")
 
 
 def main() -> None:
