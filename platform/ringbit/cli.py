@@ -92,6 +92,10 @@ def platform_options(
                        ("RINGBIT_DASHBOARD_PORT", dashboard_port), ("RINGBIT_MLFLOW_PORT", mlflow_port)):
         if value is not None:
             os.environ[var] = str(value)
+    # Every command is a client of the platform's Ray (token auth): set it before Ray is imported.
+    from ringbit.services import ensure_client_env
+
+    ensure_client_env()
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -26,7 +26,8 @@ class BrowserWorker:
     def _env_for(self, task: str, episode_max_s: float | None):
         from ringbit.agents.computer.env import MiniWoBEnv
 
-        if self.env is None or self.task != task or self.env.episode_max_s != episode_max_s:
+        if self.env is None or not self.env.healthy or self.task != task \
+                or self.env.episode_max_s != episode_max_s:
             self.close()
             self.env, self.task = MiniWoBEnv(task, episode_max_s=episode_max_s), task
         return self.env

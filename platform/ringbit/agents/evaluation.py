@@ -35,7 +35,19 @@ def _check_llm(cfg) -> dict[str, Any]:
     from ringbit.agents.llm import build_agent_llm
 
     llm = build_agent_llm(cfg.llm, check=True)
+    try:  # the platform's LM service reports its context; agent prompts need hundreds of tokens
+        models = llm.client._request("GET", "/v1/models").json()["data"]
+        context = next((m.get("max_context") for m in models if m["id"] == llm.client.model), None)
+    except Exception:
+        context = None
+    if context is not None and context < MIN_AGENT_CONTEXT:
+        print(f"[ringbit] warning: {llm.client.model} has a {context}-token context; agent prompts "
+              f"are ~{MIN_AGENT_CONTEXT}+ tokens, so requests will be refused (422). Serve a model with a "
+              "longer context, e.g. one fine-tuned with max_seq_len 1024 (finetune-react.yaml).", flush=True)
     return {**cfg.llm.model_dump(), "url": llm.client.base_url, "model": llm.client.model}
+
+
+MIN_AGENT_CONTEXT = 512
 
 
 def _log_csv(client, run_id: str, name: str, rows: list[dict[str, Any]]) -> None:
@@ -269,12 +281,18 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
 
         def one(ex: dict[str, Any]) -> dict[str, Any]:
             llm = build_agent_llm(llm_cfg, check=False)
-            out = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)
+            try:
+                row = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
+            except Exception as exc:  # e.g. the endpoint refused a summary prompt: this document fails
+                row = {"id": ex["id"], "question": ex["question"], "gold": ex["answer"], "answer": "",
+                       "answered": False, "correct": False, "steps": 0, "backtracks": 0,
+                       "depth": ex["depth"], "error": f"tree not built: {type(exc).__name__}: {exc}"}
+                log(f"[ringbit] document {ex['id']}: {row['error'][:300]}")
             for k, v in llm.usage.as_dict().items():
                 usage[k] += v
-            rows.append(out["rows"][0])
+            rows.append(row)
             _progress(len(rows), len(examples), accuracy=sum(r["correct"] for r in rows) / len(rows))
-            return out["rows"][0]
+            return row
 
         with ThreadPoolExecutor(cfg.workers) as pool:
             ordered = list(pool.map(one, examples))
@@ -283,6 +301,7 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
                    "answered_rate": sum(r["answered"] for r in ordered) / n,
                    "avg_steps": sum(r["steps"] for r in ordered) / n,
                    "avg_backtracks": sum(r["backtracks"] for r in ordered) / n, "n": n,
+                   "errors": sum(str(r.get("error") or "").startswith("tree not built") for r in ordered),
                    "documents_per_minute": 60 * n / (time.perf_counter() - began), **usage}
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v))

@@ -247,7 +247,9 @@ class MiniWoBEnv:
 
     @property
     def healthy(self) -> bool:
-        return self.broken is None and self._env is not None
+        """Not known broken, and chromedriver and the browser are still running (a browser that
+        died between episodes is found here, before an episode is spent on it)."""
+        return self.broken is None and self._env is not None and all(_alive(p) for p in self._procs)
 
     def restart(self) -> None:
         """Close the browser (if any) and start a fresh one on the same task."""
