@@ -164,6 +164,8 @@ def test_finetune_react_job(served):
                    "--set", "train.max_steps=6", "--set", "train.eval_interval=3",
                    "--set", "train.checkpoint_interval=6", "--set", "train.warmup_steps=1",
                    "--set", "train.lr=3e-3", "--set", "mlflow.experiment=ringbit-tests-agents",
+                   # the served lm/evaluator/agents replicas hold 0.7 of the 2 CPUs
+                   "--set", "workers.cpus_per_worker=0.5",
                    "--set", "mlflow.registered_model=tiny-react", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = client.get_experiment_by_name("ringbit-tests-agents")

@@ -439,7 +439,7 @@ def project_issues(doc: dict, pin: str, repo: Path = REPO) -> list[Issue]:
                             "keep ClusterIP and use kubectl port-forward (or an Ingress you secure)"))
     elif kind == "Secret" and (doc.get("data") or doc.get("stringData")):
         issues.append(Issue(obj, "data", "secret values do not belong in manifests: create the Secret with "
-                            "`kubectl create secret` (docs/kubernetes.md)"))
+                            "`kubectl create secret` (README.md, section 'Kubernetes (KubeRay)')"))
     return issues
 
 
