@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ringbit.config import PretrainConfig, flatten, to_yaml
+from ringbit.train.resources import placement_note
 
 
 def job_name(cfg: PretrainConfig) -> str:
@@ -75,6 +76,9 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
+    note = placement_note(cfg.workers.num_workers, cfg.workers.cpus_per_worker, cfg.workers.use_gpu)
+    if note:
+        log(f"[ringbit] note: {note}")
     log(f"[ringbit] training {n_params:,} parameters on {cfg.workers.num_workers} workers "
         f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps)")
     try:

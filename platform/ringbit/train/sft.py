@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ringbit.config import PretrainConfig, SFTConfig, flatten
+from ringbit.train.resources import placement_note
 
 IGNORE = -100
 CHECKPOINT_TAG = "ckpt"
@@ -231,6 +232,9 @@ def run_sft(cfg: SFTConfig, kind: str, make_pairs: Callable[[], tuple[Pairs, Pai
                              failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
+    note = placement_note(cfg.workers.num_workers, cfg.workers.cpus_per_worker, cfg.workers.use_gpu)
+    if note:
+        log(f"[ringbit] note: {note}")
     log(f"[ringbit] fine-tuning {cfg.base_model} to {goal} "
         f"({cfg.train.max_steps} steps, {cfg.workers.num_workers} workers)")
     try:
