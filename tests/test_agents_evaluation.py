@@ -166,6 +166,7 @@ def test_finetune_react_job(served):
                    "--set", "train.lr=3e-3", "--set", "mlflow.experiment=ringbit-tests-agents",
                    # the served lm/evaluator/agents replicas hold 0.7 of the 2 CPUs
                    "--set", "workers.cpus_per_worker=0.5",
+                   "--set", "lora.r=4", "--set", "lora.alpha=8",  # FireAct's LoRA (full FT: evaluator test)
                    "--set", "mlflow.registered_model=tiny-react", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = client.get_experiment_by_name("ringbit-tests-agents")
@@ -174,3 +175,16 @@ def test_finetune_react_job(served):
     ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
     assert [s for s, _ in ppl] == [3, 6] and ppl[1][1] < ppl[0][1], ppl
     assert client.get_model_version_by_alias("tiny-react", "current").run_id == run.info.run_id
+    assert "lora r=4 alpha=8: 14 projections" in proc.stdout
+    # The registered model is a plain one: adapters merged into the weights, no LoRA keys.
+    from safetensors.torch import load_file
+
+    from ringbit.tracking import resolve_model_ref
+
+    folder = resolve_model_ref("models:/tiny-react@current", client.tracking_uri)
+    weights = load_file(str(folder / "model.safetensors"))
+    assert not [k for k in weights if "lora" in k or ".base." in k]
+    base = load_file(str(Path(model_dir) / "model.safetensors"))
+    changed = [k for k in base if not torch.equal(base[k], weights[k])]
+    assert changed and all(k.endswith(("wq.weight", "wk.weight", "wv.weight", "wo.weight", "w_gate.weight",
+                                       "w_up.weight", "w_down.weight")) for k in changed), changed

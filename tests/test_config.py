@@ -42,6 +42,21 @@ def test_shipped_agent_configs_are_valid(name, monkeypatch):
     assert cfg.mlflow.experiment == "ringbit-agents"
 
 
+def test_override_opens_an_empty_optional_section(monkeypatch):
+    from ringbit.cli import WORKFLOWS
+
+    monkeypatch.chdir(REPO)  # the config's data path is relative to the repository
+    if not (REPO.parent / "shared" / "fireact").is_dir():
+        pytest.skip("finetune-react.yaml names ../shared/fireact, which is absent")
+    schema = WORKFLOWS["finetune-react"][0]
+    path = REPO / "jobs" / "configs" / "finetune-react.yaml"
+    assert load_config(schema, path).lora is None  # `lora: null` in the file
+    cfg = load_config(schema, path, ["lora.r=8", "lora.alpha=16"])
+    assert (cfg.lora.r, cfg.lora.alpha) == (8, 16.0)
+    with pytest.raises(ConfigError, match="max_seq_len is a value"):
+        load_config(schema, path, ["max_seq_len.x=1"])
+
+
 def test_dotted_override_is_typed():
     cfg = load_config(PretrainConfig, REPO / "jobs/configs/tiny.yaml",
                       ["train.lr=3e-4", "deepspeed.zero_stage=3", "model.tie_embeddings=false"])

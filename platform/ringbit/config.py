@@ -523,6 +523,17 @@ class FinetuneDataConfig(StrictModel):
     task: str = Field("zh-en", description="InstructScore prompt template of the examples.")
 
 
+class LoRAConfig(StrictModel):
+    """Low-rank adapters instead of full fine-tuning (FireAct: r=8, alpha=16, lr 3e-4); merged
+    into the weights when the model is saved."""
+
+    r: int = Field(8, ge=1, le=1024, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="Scale alpha / r of the adapter's output.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    targets: list[str] = Field(["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"], min_length=1,
+                               description="Projections that get adapters (attribute names).")
+
+
 class SFTConfig(StrictModel):
     """Supervised fine-tuning of a platform LM on (prompt, completion) pairs: prompt tokens are
     masked from the loss, only the completion is learned (Ray Train + DeepSpeed, like pretraining).
@@ -534,6 +545,7 @@ class SFTConfig(StrictModel):
     base_model: str = Field("models:/ringbit-lm@current", description="Model to start from (any model reference).")
     max_seq_len: int = Field(512, ge=64, description="Prompt + completion tokens kept (RoPE extends to it).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=3e-4, warmup_steps=10))
+    lora: LoRAConfig | None = Field(None, description="Train low-rank adapters only; None = full fine-tuning.")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(
@@ -755,7 +767,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = parse_override(item)
         node = data
         for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # an optional section left empty (`lora: null`) is opened
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 where = ".".join(path[: i + 1])
                 raise ConfigError(f"--set {item!r}: {where} is a value, not a section")

@@ -82,7 +82,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     unique = {id(p): p for p in model.parameters() if p.requires_grad}.values()
     decay = [p for p in unique if p.dim() >= 2]
     rest = [p for p in unique if p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]  # LoRA trains matrices only
 
 
 def build_optimizer(model: torch.nn.Module, t: TrainConfig):

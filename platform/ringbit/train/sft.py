@@ -118,6 +118,16 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
     mcfg = mcfg.model_copy(update={"max_seq_len": max(mcfg.max_seq_len, cfg.max_seq_len)})
     model = Transformer(mcfg, quant=quant)
     load_model(model, str(base / "model.safetensors"))
+    if cfg.lora:  # adapters only; merged into plain weights when the model is saved
+        if quant is not None:
+            raise ValueError("lora: the base model is quantized (BitLinear); fine-tune it without lora")
+        from ringbit.models.lora import apply_lora
+
+        wrapped = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, tuple(cfg.lora.targets))
+        if rank == 0:
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            print(f"[ringbit] lora r={cfg.lora.r} alpha={cfg.lora.alpha:g}: {wrapped} projections, "
+                  f"{trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters trained", flush=True)
     data = torch.load(config["data_path"])
     width = data["train_ids"].shape[1] - 1
     pcfg = PretrainConfig(model=mcfg, data={"seq_len": min(width, mcfg.max_seq_len)}, train=cfg.train,
@@ -181,6 +191,10 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
                   flush=True)
         if done % t.checkpoint_interval == 0 or done == t.max_steps:
             weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
+            if weights is not None and cfg.lora:
+                from ringbit.models.lora import merge_lora_state
+
+                weights = merge_lora_state(weights, cfg.lora.alpha / cfg.lora.r)
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
                 if weights is not None and rank == 0:
