@@ -647,12 +647,11 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print t
 
 def _eval(workflow: str, config: Path | None, default: str, options: dict[str, Any], overrides: list[str] | None,
           name: str | None, address: str | None, dry_run: bool, follow_logs: bool) -> None:
+    from ringbit.jobs import REPO_ROOT
+
     sets = [f"{k}={v}" for k, v in options.items() if v is not None]
-    _submit(workflow, config or REPO_DEFAULTS / default, sets + list(overrides or []), name, address, None,
+    _submit(workflow, config or REPO_ROOT / "jobs" / "configs" / default, sets + list(overrides or []), name, address, None,
             None, dry_run, follow_logs, False)
-
-
-REPO_DEFAULTS = Path(__file__).resolve().parents[2] / "jobs" / "configs"
 
 
 @eval_app.command("computer")

@@ -588,11 +588,9 @@ class ReactFinetuneConfig(SFTConfig):
     @field_validator("data", mode="after")
     @classmethod
     def _file_exists(cls, data: ReactDataConfig) -> ReactDataConfig:
-        path = resolve_user_path(data.trajectories)
-        if not path.is_file():
-            raise ValueError(f"data.trajectories: no file {path}; pass a FireAct trajectory file, "
-                             "e.g. --set data.trajectories=../shared/fireact/hotpotqa_alpaca.json")
-        return data.model_copy(update={"trajectories": str(path)})
+        path = existing_user_file(data.trajectories, "pass a FireAct trajectory file, e.g. "
+                                  "--set data.trajectories=../shared/fireact/hotpotqa_alpaca.json", "data.trajectories")
+        return data.model_copy(update={"trajectories": path})
 
 
 def resolve_user_path(path: str) -> Path:
@@ -600,6 +598,14 @@ def resolve_user_path(path: str) -> Path:
     repository, so the CLI passes its working directory along as RINGBIT_SUBMIT_CWD."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(os.environ.get("RINGBIT_SUBMIT_CWD", os.getcwd())) / p
+
+
+def existing_user_file(path: str, hint: str, name: str = "") -> str:
+    """resolve_user_path(path), which must be a file; else an error that says what to pass."""
+    p = resolve_user_path(path)
+    if not p.is_file():
+        raise ValueError(f"{name + ': ' if name else ''}no file {p}; {hint}")
+    return str(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,10 +715,7 @@ class ReactEvalConfig(StrictModel):
     @field_validator("questions")
     @classmethod
     def _exists(cls, questions: str) -> str:
-        path = resolve_user_path(questions)
-        if not path.is_file():
-            raise ValueError(f"no file {path}; e.g. --set questions=../shared/fireact/hotpotqa_alpaca.json")
-        return str(path)
+        return existing_user_file(questions, "e.g. --set questions=../shared/fireact/hotpotqa_alpaca.json")
 
     @field_validator("search")
     @classmethod
@@ -721,11 +724,9 @@ class ReactEvalConfig(StrictModel):
         if kind not in ("cache", "bm25") or (kind == "bm25" and not path):
             raise ValueError(f"{search!r}: use 'cache', 'cache:<file>', 'bm25:<passages.jsonl>' or "
                              "'bm25:builtin:python-docs'")
-        if path.startswith("builtin:"):
+        if not path or path.startswith("builtin:"):
             return search
-        if path and not resolve_user_path(path).is_file():
-            raise ValueError(f"{search!r}: no file {resolve_user_path(path)}")
-        return f"{kind}:{resolve_user_path(path)}" if path else kind
+        return f"{kind}:{existing_user_file(path, 'a passage JSONL or a query->result cache', repr(search))}"
 
 
 class MemWalkerEvalConfig(StrictModel):

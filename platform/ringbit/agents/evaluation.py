@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -35,19 +36,43 @@ def _check_llm(cfg) -> dict[str, Any]:
     from ringbit.agents.llm import build_agent_llm
 
     llm = build_agent_llm(cfg.llm, check=True)
-    try:  # the platform's LM service reports its context; agent prompts need hundreds of tokens
-        models = llm.client._request("GET", "/v1/models").json()["data"]
-        context = next((m.get("max_context") for m in models if m["id"] == llm.client.model), None)
-    except Exception:
-        context = None
-    if context is not None and context < MIN_AGENT_CONTEXT:
-        print(f"[ringbit] warning: {llm.client.model} has a {context}-token context; agent prompts "
+    if llm.max_context is not None and llm.max_context < MIN_AGENT_CONTEXT:
+        print(f"[ringbit] warning: {llm.client.model} has a {llm.max_context}-token context; agent prompts "
               f"are ~{MIN_AGENT_CONTEXT}+ tokens, so requests will be refused (422). Serve a model with a "
               "longer context, e.g. one fine-tuned with max_seq_len 1024 (finetune-react.yaml).", flush=True)
     return {**cfg.llm.model_dump(), "url": llm.client.base_url, "model": llm.client.model}
 
 
 MIN_AGENT_CONTEXT = 512
+
+
+def _run_parallel(items: list, workers: int, llm_cfg, work: Callable[[Any, Any], dict[str, Any]],
+                  scores: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """work(item, llm) -> row for every item on `workers` threads, each item with its own AgentLLM;
+    progress lines carry the running mean of the `scores` keys. Returns the rows in input order and
+    the summed LLM usage."""
+    from ringbit.agents.llm import build_agent_llm
+
+    lock = threading.Lock()
+    usage: dict[str, float] = defaultdict(float)
+    sums: dict[str, float] = defaultdict(float)
+    done = 0
+
+    def one(item: Any) -> dict[str, Any]:
+        nonlocal done
+        llm = build_agent_llm(llm_cfg, check=False)
+        row = work(item, llm)
+        with lock:  # threads finish in any order: counters and sums under one lock
+            done += 1
+            for k, v in llm.usage.as_dict().items():
+                usage[k] += v
+            for k in scores:
+                sums[k] += float(row[k])
+            _progress(done, len(items), **{k: sums[k] / done for k in scores})
+        return row
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, items)), dict(usage)
 
 
 def _log_csv(client, run_id: str, name: str, rows: list[dict[str, Any]]) -> None:
@@ -209,11 +234,10 @@ def react_tools(cfg: ReactEvalConfig) -> dict[str, Any]:
     from ringbit.agents.react.tools import search_tool
 
     # bare "cache": the trajectories' recorded (query -> observation) pairs, the paper's Google results
-    return {"search": search_tool(cfg.search.rstrip(":"), trajectories=cfg.questions)}
+    return {"search": search_tool(cfg.search, trajectories=cfg.questions)}
 
 
 def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
-    from ringbit.agents.llm import build_agent_llm
     from ringbit.agents.react.evaluate import evaluate_react, summarize
     from ringbit.agents.runs import log_jsonl, mlflow_run
     from ringbit.config import AgentLLMConfig
@@ -228,24 +252,14 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
     with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), flatten(cfg.model_dump(mode="json")),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "react"}, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} questions, {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
-        rows: list[dict[str, Any]] = []
-        usage: dict[str, float] = defaultdict(float)
         began = time.perf_counter()
 
-        def one(i_ex: tuple[int, dict[str, str]]) -> dict[str, Any]:
+        def answer(i_ex: tuple[int, dict[str, str]], llm) -> dict[str, Any]:
             i, ex = i_ex
-            llm = build_agent_llm(llm_cfg, check=False)
             out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens)
-            row = {**out["rows"][0], "index": i}
-            for k, v in llm.usage.as_dict().items():
-                usage[k] += v
-            rows.append(row)
-            done = summarize(rows)
-            _progress(len(rows), len(examples), em=done["em"], f1=done["f1"])
-            return row
+            return {**out["rows"][0], "index": i}
 
-        with ThreadPoolExecutor(cfg.workers) as pool:
-            ordered = list(pool.map(one, enumerate(examples)))
+        ordered, usage = _run_parallel(list(enumerate(examples)), cfg.workers, llm_cfg, answer, ("em", "f1"))
         summary = summarize(ordered)
         metrics = {"em": summary["em"], "f1": summary["f1"], "n": summary["n"],
                    "finished_rate": summary["finished_rate"], "avg_iterations": summary["avg_iterations"],
@@ -262,7 +276,6 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
 
 
 def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
-    from ringbit.agents.llm import build_agent_llm
     from ringbit.agents.longdoc import evaluate_memwalker, make_eval_set
     from ringbit.agents.runs import log_jsonl, mlflow_run
     from ringbit.config import AgentLLMConfig
@@ -275,27 +288,19 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "memwalker"}, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} documents of {cfg.n_words} words, {cfg.workers} in parallel, "
             f"LLM {llm_cfg.url} ({llm_cfg.model})")
-        rows: list[dict[str, Any]] = []
-        usage: dict[str, float] = defaultdict(float)
         began = time.perf_counter()
 
-        def one(ex: dict[str, Any]) -> dict[str, Any]:
-            llm = build_agent_llm(llm_cfg, check=False)
+        def walk(ex: dict[str, Any], llm) -> dict[str, Any]:
             try:
-                row = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
+                return evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
             except Exception as exc:  # e.g. the endpoint refused a summary prompt: this document fails
                 row = {"id": ex["id"], "question": ex["question"], "gold": ex["answer"], "answer": "",
                        "answered": False, "correct": False, "steps": 0, "backtracks": 0,
                        "depth": ex["depth"], "error": f"tree not built: {type(exc).__name__}: {exc}"}
                 log(f"[ringbit] document {ex['id']}: {row['error'][:300]}")
-            for k, v in llm.usage.as_dict().items():
-                usage[k] += v
-            rows.append(row)
-            _progress(len(rows), len(examples), accuracy=sum(r["correct"] for r in rows) / len(rows))
-            return row
+                return row
 
-        with ThreadPoolExecutor(cfg.workers) as pool:
-            ordered = list(pool.map(one, examples))
+        ordered, usage = _run_parallel(examples, cfg.workers, llm_cfg, walk, ("correct",))
         n = len(ordered)
         metrics = {"accuracy": sum(r["correct"] for r in ordered) / n,
                    "answered_rate": sum(r["answered"] for r in ordered) / n,

@@ -36,6 +36,7 @@ class AgentLLM:
     api: Literal["completions", "chat"] = "completions"
     temperature: float = 0.0
     usage: LLMUsage = field(default_factory=LLMUsage)
+    max_context: int | None = None  # tokens, when the endpoint says (the platform's LM service does)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, prompt: str, *, stop: list[str] | None = None, max_tokens: int = 256) -> str:
@@ -95,15 +96,17 @@ def build_agent_llm(cfg, check: bool = True) -> AgentLLM:
     url = cfg.url or DEFAULT_URL
     client = LLMClient(url, api_key=os.environ.get(cfg.api_key_env), model=cfg.model,
                        timeout_s=cfg.timeout_s, retries=cfg.retries)
+    context = None
     if check:
         try:
-            models = client.models()
+            cards = client.model_cards()
         except LLMError as exc:
             hint = "" if cfg.url else " (start the platform's LM with `ringbit serve up`, or set llm.url)"
             raise LLMUnavailable(f"LLM endpoint {url} is not usable: {exc}{hint}") from None
-        if client.model is None and models:
-            client.model = models[0]
-    return AgentLLM(client, api=cfg.api, temperature=cfg.temperature)
+        if client.model is None and cards:
+            client.model = cards[0]["id"]
+        context = next((c.get("max_context") for c in cards if c["id"] == client.model), None)
+    return AgentLLM(client, api=cfg.api, temperature=cfg.temperature, max_context=context)
 
 
 class LLMUnavailable(RuntimeError):

@@ -66,8 +66,12 @@ class LLMClient:
                 time.sleep(self.backoff_s * 2**attempt)
         raise last  # type: ignore[misc]
 
+    def model_cards(self) -> list[dict[str, Any]]:
+        """/v1/models' entries (the platform's LM service adds `max_context`)."""
+        return self._request("GET", "/v1/models").json()["data"]
+
     def models(self) -> list[str]:
-        return [m["id"] for m in self._request("GET", "/v1/models").json()["data"]]
+        return [m["id"] for m in self.model_cards()]
 
     def _body(self, extra: dict[str, Any], **params: Any) -> dict[str, Any]:
         body = {k: v for k, v in params.items() if v is not None}
