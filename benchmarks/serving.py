@@ -59,7 +59,8 @@ def deploy(model: Path, port: int, max_batch_size: int) -> str:
                               "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}}})
         apps.append({"name": f"bench-eval-{mode}", "route_prefix": f"/{mode}-eval",
                      "import_path": "serving.evaluator:app",
-                     "args": {"llm_app": f"bench-lm-{mode}", "max_new_tokens": 16}})
+                     # max_input_chars sized to the 512-token model (checked at deploy time)
+                     "args": {"llm_app": f"bench-lm-{mode}", "max_new_tokens": 16, "max_input_chars": 300}})
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump({"http_options": {"host": "127.0.0.1", "port": port}, "applications": apps}, f)
     config = serving.load_serve_config(Path(f.name), port=port)

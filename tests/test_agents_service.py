@@ -164,3 +164,26 @@ def test_unreachable_llm_is_503_at_once(served):
     assert r.status_code == 503, r.text
     assert "not usable" in r.json()["error"]["message"] and r.json()["error"]["code"] == "llm_unavailable"
     assert time.time() - began < 30  # a clear error, not a hung request
+
+
+def test_a_prompt_budget_beyond_the_models_context_is_refused_at_deploy(served, platform, tmp_path):
+    """prompt_tokens 4000 + 2 x max_tokens 256 exceed the 4096-token model: the app fails its
+    deployment with the reason and the args that fit; the other agents apps keep running."""
+    url, _ = served
+    env, _, _ = platform
+    config = tmp_path / "big.yaml"
+    config.write_text(
+        "applications:\n"
+        "  - name: agents-big\n    route_prefix: /big\n    import_path: serving.agents:app\n"
+        f"    args: {{llm_url: '{url}', prompt_tokens: 4000}}\n")
+    try:
+        up = ringbit("serve", "up", "--config", str(config), "--port", url.rsplit(":", 1)[1], env=env, timeout=300)
+        assert up.returncode == 1, up.stdout + up.stderr
+        line = next(x for x in up.stdout.splitlines() if x.startswith("agents-big"))
+        assert "DEPLOY_FAILED" in line and "needs a 4512-token context" in line and "4096-token context" in line
+        assert "--set agents-big.prompt_tokens=3584" in line, line
+        status = ringbit("serve", "status", env=env, timeout=60)
+        assert "needs a 4512-token context" in status.stdout
+        assert requests.get(f"{url}/v1/agents/", timeout=30).status_code == 200
+    finally:
+        ringbit("serve", "down", "agents-big", env=env, timeout=120)

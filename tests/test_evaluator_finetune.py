@@ -69,7 +69,8 @@ def test_synthetic_finetune_then_meta_evaluation(platform, base_model, tmp_path)
         "  - name: lm\n    route_prefix: /\n    import_path: serving.lm:app\n"
         "    args: {model: 'models:/tiny-instructscore@current'}\n"
         "  - name: evaluator\n    route_prefix: /v1/evaluate\n    import_path: serving.evaluator:app\n"
-        "    args: {llm_app: lm, max_new_tokens: 32, max_items: 4}\n")
+        # a 640-token model: inputs up to 400 characters fit with 32 new tokens (checked at deploy)
+        "    args: {llm_app: lm, max_new_tokens: 32, max_items: 4, max_input_chars: 400}\n")
     up = ringbit("serve", "up", "--config", str(config), "--port", str(port), env=env, timeout=300)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
     try:

@@ -107,3 +107,35 @@ def test_meta_evaluation_job_logs_correlations_and_a_scatter_plot(evaluator, pla
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"scatter.png", "predictions.jsonl"}
     bad = ringbit("evaluator", "meta-eval", "--data", str(tmp_path / "none.tsv"), env=env)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_a_model_too_small_for_the_settings_is_refused_at_deploy_with_the_fix(platform, evaluator, tmp_path):
+    """The default settings (max_input_chars 2000, max_new_tokens 512) need more than the tiny
+    LLaMA's 1024 tokens: DEPLOY_FAILED with the reason and the --set that fits; with it, it runs."""
+    from ringbit.evaluator.service import max_input_chars_that_fit, prompt_tokens_needed
+
+    env, _, _ = platform
+    config = tmp_path / "long.yaml"
+    config.write_text(
+        "applications:\n"
+        "  - name: evaluator-long\n    route_prefix: /long/v1/evaluate\n    import_path: serving.evaluator:app\n"
+        f"    args: {{llm_url: '{evaluator}/instructscore', max_input_chars: 2000, max_new_tokens: 512}}\n")
+    port = evaluator.rsplit(":", 1)[1]
+    try:
+        up = ringbit("serve", "up", "--config", str(config), "--port", port, env=env, timeout=300)
+        assert up.returncode == 1, up.stdout + up.stderr
+        line = next(x for x in up.stdout.splitlines() if x.startswith("evaluator-long"))
+        fits = max_input_chars_that_fit(1024, 512)
+        assert "DEPLOY_FAILED" in line and f"needs a {prompt_tokens_needed(2000) + 512}-token context" in line
+        assert "serves instructscore with a 1024-token context" in line
+        assert f"--set evaluator-long.max_input_chars={fits}" in line, line
+        assert prompt_tokens_needed(fits) + 512 <= 1024 < prompt_tokens_needed(fits + 1) + 512
+
+        up = ringbit("serve", "up", "--config", str(config), "--port", port,
+                     "--set", f"evaluator-long.max_input_chars={fits}", env=env, timeout=300)
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        item = {"reference": "The cat sat on the mat.", "candidate": "The cat sit on mat.", "task": "zh-en"}
+        r = requests.post(f"{evaluator}/long/v1/evaluate", json=item, timeout=120)
+        assert r.status_code == 200, r.text
+    finally:
+        ringbit("serve", "down", "evaluator-long", env=env, timeout=120)

@@ -8,7 +8,12 @@
 
 Runs are long, so a POST answers 202 with an id at once and the run goes on in the replica; each
 finished run is recorded in MLflow (outcome, steps, LLM calls, tokens, trajectory). Runs live in
-the replica's memory: the deployment has one replica (episodes scale out over browser actors)."""
+the replica's memory: the deployment has one replica (episodes scale out over browser actors).
+
+At deploy time the app asks its LM endpoint for the model's context and refuses to start when the
+agents' largest request cannot fit: a prompt of up to `prompt_tokens` (instructions, trajectory,
+screen or summaries) plus a generation of 2 x `max_tokens` (ReAct's retry of a step whose action
+was cut off). The app is then DEPLOY_FAILED with the reason (`ringbit serve status`)."""
 
 import threading
 import time
@@ -98,6 +103,17 @@ class Run:
 
 
 INFRA_ERRORS = ("llm ", "browser ")  # how the agents word endpoint and browser failures
+PROMPT_TOKENS = 512  # the agents' prompt budget (ringbit.agents.evaluation.MIN_AGENT_CONTEXT)
+MAX_TOKENS = 256  # tokens per agent step (run_react, navigate, build_tree and the planner's default)
+MIN_PROMPT_TOKENS = 256  # a smaller prompt budget is not worth suggesting
+
+
+def context_needed(prompt_tokens: int = PROMPT_TOKENS, max_tokens: int = MAX_TOKENS) -> int:
+    """The context the agents' largest request needs: a prompt of up to prompt_tokens and a
+    generation of 2 x max_tokens (ReAct re-asks with twice the budget when an action was cut)."""
+    return prompt_tokens + 2 * max_tokens
+
+
 agents_api = make_api("ringbit agents")
 serve_prefix_root(agents_api)
 ROUTES = {"computer": "computer/episodes", "react": "react/runs", "memwalker": "memwalker/queries"}
@@ -106,15 +122,29 @@ ROUTES = {"computer": "computer/episodes", "react": "react/runs", "memwalker": "
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256, num_replicas=1)
 @serve.ingress(agents_api)
 class AgentsServer:
-    def __init__(self, llm_url: str, model: str | None = None, api: str = "completions",
+    def __init__(self, llm_url: str, model: str | None = None, api: str = "auto",
                  api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120, browsers: int = 1,
                  cpus_per_browser: float = 0.5, episode_max_s: float | None = 300.0, search: str = "bm25:builtin:python-docs",
                  max_concurrent_runs: int = 8, max_runs_kept: int = 1000, max_document_chars: int = 2_000_000,
-                 mlflow_experiment: str = "ringbit-agents", tracking_uri: str | None = None) -> None:
+                 mlflow_experiment: str = "ringbit-agents", tracking_uri: str | None = None,
+                 prompt_tokens: int = PROMPT_TOKENS, max_tokens: int = MAX_TOKENS) -> None:
         import os
 
-        self.llm_cfg = AgentLLMConfig(url=llm_url, model=model, api=api, api_key_env=api_key_env,
-                                      timeout_s=timeout_s)
+        from ringbit.llm.context import ContextTooSmallError
+
+        if api not in ("auto", "completions", "chat"):
+            raise ValueError(f"api: {api!r} is not one of auto, completions, chat")
+        # api "auto": chat for a model with a chat template (SmolLM2-Instruct), else completions
+        # (the FireAct fine-tunes are trained on the bare prompts); settled when the endpoint answers.
+        self.api_setting = api
+        self.llm_cfg = AgentLLMConfig(url=llm_url, model=model, api="completions" if api == "auto" else api,
+                                      api_key_env=api_key_env, timeout_s=timeout_s)
+        self.prompt_tokens, self.max_tokens = prompt_tokens, max_tokens
+        # A model too small for the agents' prompts fails the deployment (DEPLOY_FAILED, with the
+        # reason); an endpoint that does not answer yet is checked before each new run (503).
+        self._settled = False
+        if problem := self._settle():
+            raise ContextTooSmallError(problem)
         self.browsers, self.cpus_per_browser = browsers, cpus_per_browser
         self.episode_max_s = episode_max_s  # MiniWoB's own 10 s limit counts LLM thinking time
         self.search_spec, self.max_document_chars = search, max_document_chars
@@ -129,6 +159,53 @@ class AgentsServer:
         self._llm_ok_until = 0.0
 
     # ---------------------------------------------------------------- shared machinery
+
+    @property
+    def need(self) -> int:
+        from ringbit.llm.context import CHAT_OVERHEAD_TOKENS
+
+        chat = CHAT_OVERHEAD_TOKENS if self.llm_cfg.api == "chat" else 0
+        return context_needed(self.prompt_tokens, self.max_tokens) + chat
+
+    def _settle(self) -> str | None:
+        """Ask the endpoint for its model: pick the api ("auto") and check the context. Returns
+        why the model does not fit, else None (also when the endpoint does not answer yet)."""
+        import os
+
+        from ringbit.llm.client import LLMClient
+        from ringbit.llm.context import context_problem, endpoint_context, resolve_api
+
+        cfg = self.llm_cfg
+        found = endpoint_context(LLMClient(cfg.url, api_key=os.environ.get(cfg.api_key_env), model=cfg.model,
+                                           timeout_s=10, retries=1, backoff_s=0.5))
+        if found is None:
+            return None
+        self.llm_cfg = cfg.model_copy(update={"api": resolve_api(self.api_setting, found)})
+        problem = context_problem(found, self.need, "agents app", cfg.url, self._why(), self._fix_hint)
+        self._settled = problem is None
+        return problem
+
+    def _why(self) -> str:
+        chat = " + the chat template" if self.llm_cfg.api == "chat" else ""
+        return (f"prompts of up to prompt_tokens {self.prompt_tokens}{chat} plus 2 x max_tokens {self.max_tokens} "
+                "generated (ReAct's retry)")
+
+    def _fix_hint(self, context: int) -> str:
+        from ringbit.llm.context import app_name
+
+        app = app_name("agents")
+        hint = ("serve a model with a longer context (the default config's lm: "
+                "models:/smollm2-135m-instruct@base, 8192 tokens; or one fine-tuned with max_seq_len 1024, "
+                "jobs/configs/finetune-react.yaml)")
+        tokens = min(self.max_tokens, context // 4)
+        prompt = context - 2 * tokens - (self.need - context_needed(self.prompt_tokens, self.max_tokens))
+        if prompt < MIN_PROMPT_TOKENS:
+            return (f"{hint}; no agents args make it fit: agent prompts need {MIN_PROMPT_TOKENS}+ tokens "
+                    "plus the generation")
+        sets = f"--set {app}.prompt_tokens={prompt}"
+        if tokens != self.max_tokens:
+            sets += f" --set {app}.max_tokens={tokens}"
+        return f"{hint} or lower the agents' args, e.g. {sets}"
 
     def _llm(self):
         from ringbit.agents.llm import build_agent_llm
@@ -145,6 +222,8 @@ class AgentsServer:
             llm = build_agent_llm(self.llm_cfg.model_copy(update={"retries": 0, "timeout_s": 10}), check=True)
         except LLMUnavailable as exc:
             return JSONResponse(status_code=503, content=error_body(str(exc), None, "llm_unavailable"))
+        if not self._settled and (problem := self._settle()):  # the endpoint did not answer at deploy time
+            return JSONResponse(status_code=503, content=error_body(problem, None, "llm_context_too_small"))
         if self.llm_cfg.model is None:
             self.llm_cfg = self.llm_cfg.model_copy(update={"model": llm.client.model})
         self._llm_ok_until = time.monotonic() + 30
@@ -243,7 +322,8 @@ class AgentsServer:
                 self._tools = {"search": search_tool(self.search_spec)}
             llm = self._llm()
             result = run_react(body.question.strip(), llm, self._tools, max_iterations=body.max_iterations,
-                               on_event=lambda e: run.events.append({"type": "step", **e})).to_dict()
+                               on_event=lambda e: run.events.append({"type": "step", **e}),
+                               max_tokens=self.max_tokens).to_dict()
             return {**result, "steps": len(result.get("steps", [])), **llm.usage.as_dict()}
 
         return self._start("react", body.model_dump(), work)
@@ -270,10 +350,12 @@ class AgentsServer:
             tree = self._trees.get(key)
             if tree is None:  # summarising is the expensive part: one tree per document, reused
                 tree = build_tree(body.document, llm, body.segment_words, body.fanout,
-                                  on_event=lambda e: run.events.append({"type": "tree", **e}))
+                                  on_event=lambda e: run.events.append({"type": "tree", **e}),
+                                  summary_tokens=self.max_tokens)
                 self._trees[key] = tree
             walk = navigate(tree, body.question.strip(), llm, max_steps=body.max_steps,
-                            on_event=lambda e: run.events.append({"type": "walk", **e})).to_dict()
+                            on_event=lambda e: run.events.append({"type": "walk", **e}),
+                            max_tokens=self.max_tokens).to_dict()
             walk.pop("llm_calls", None)
             return {**walk, "tree_nodes": len(tree.nodes), **llm.usage.as_dict()}
 
@@ -305,6 +387,7 @@ def build_agents_app(args: dict[str, Any]) -> serve.Application:
 
     llm_url = llm_url_from_args(args, "agents")
     keys = ("model", "api", "api_key_env", "timeout_s", "browsers", "cpus_per_browser", "episode_max_s", "search",
-            "max_concurrent_runs", "max_runs_kept", "max_document_chars", "mlflow_experiment", "tracking_uri")
+            "max_concurrent_runs", "max_runs_kept", "max_document_chars", "mlflow_experiment", "tracking_uri",
+            "prompt_tokens", "max_tokens")
     options = {k: args[k] for k in keys if k in args}
     return AgentsServer.bind(llm_url, **options)

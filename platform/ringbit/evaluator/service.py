@@ -1,19 +1,51 @@
 """The InstructScore evaluator on Ray Serve: `POST /v1/evaluate` builds each item's prompt,
 asks an OpenAI-compatible LM endpoint (the platform's LM service with the InstructScore weights,
-or any other) for a greedy report through the shared client, parses it and scores it."""
+or any other) for a greedy report through the shared client, parses it and scores it.
+
+At deploy time the evaluator asks its endpoint for the model's context and refuses to start when
+its largest allowed request (the longest template with every field at max_input_chars, plus
+max_new_tokens) cannot fit: the app is DEPLOY_FAILED with the reason and what to change."""
 
 import asyncio
+import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
-from ringbit.evaluator.prompts import NEEDS_SOURCE, TASKS, build_prompt
+from ringbit.evaluator.prompts import NEEDS_SOURCE, TASKS, TEMPLATES, build_prompt
 from ringbit.evaluator.report import parse_report, score
 from ringbit.llm.client import LLMClient, LLMError
+from ringbit.llm.context import (CHAT_OVERHEAD_TOKENS, ContextTooSmallError, EndpointContext, app_name,
+                                 context_problem, endpoint_context, resolve_api)
 from ringbit.llm.openai_api import error_body
 from ringbit.llm.service import make_api, serve_prefix_root
+
+# Characters per token for sizing prompts before any tokenizer is known: English BPE text is ~4-5
+# (SmolLM2: 4.2-5.2 on the templates and docs), small platform tokenizers ~2-4, Cyrillic ~1.5.
+CHARS_PER_TOKEN = 3.0
+MIN_USEFUL_CHARS = 50  # a shorter max_input_chars is not worth suggesting
+
+
+def _worst_prompts() -> list[tuple[int, int]]:
+    """(template characters, number of input fields) of every task's prompt."""
+    return [(len(t.format(ref="", out="", src="")), 3 if task in NEEDS_SOURCE else 2)
+            for task, t in TEMPLATES.items()]
+
+
+def prompt_tokens_needed(max_input_chars: int, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """Tokens of the longest prompt the evaluator accepts: the longest template with every field
+    (reference, candidate, source) at max_input_chars, at `chars_per_token`."""
+    chars = max(template + fields * max_input_chars for template, fields in _worst_prompts())
+    return math.ceil(chars / chars_per_token)
+
+
+def max_input_chars_that_fit(context: int, max_new_tokens: int,
+                             chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """The largest max_input_chars whose prompts fit `context` with max_new_tokens (0: none)."""
+    room = (context - max_new_tokens) * chars_per_token
+    return max(0, min(math.floor((room - template) / fields) for template, fields in _worst_prompts()))
 
 
 class EvaluateItem(BaseModel):
@@ -50,10 +82,81 @@ serve_prefix_root(evaluator_api)
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(evaluator_api)
 class EvaluatorServer:
+    """A model whose context is too short for max_input_chars and max_new_tokens fails the
+    replica's start (ContextTooSmallError: DEPLOY_FAILED, reason in `ringbit serve status`).
+
+    `api`: "completions" sends each prompt as-is (InstructScore fine-tunes, trained on the bare
+    prompts); "chat" sends it as one user message through the model's chat template; "auto" (the
+    default) picks chat when the endpoint's model has a chat template (SmolLM2-Instruct, which
+    answers a bare prompt with its end token at once), else completions."""
+
     def __init__(self, llm_url: str, model: str | None = None, max_items: int = 16,
-                 max_input_chars: int = 2000, max_new_tokens: int = 512, timeout_s: float = 300) -> None:
+                 max_input_chars: int = 2000, max_new_tokens: int = 512, timeout_s: float = 300,
+                 chars_per_token: float = CHARS_PER_TOKEN, api: str = "auto") -> None:
+        if api not in ("auto", "completions", "chat"):
+            raise ValueError(f"api: {api!r} is not one of auto, completions, chat")
         self.client = LLMClient(llm_url, model=model, timeout_s=timeout_s, retries=2)
         self.max_items, self.max_chars, self.max_new = max_items, max_input_chars, max_new_tokens
+        self.chars_per_token, self.api_setting = chars_per_token, api
+        self.api = resolve_api(api, None)
+        # An endpoint that does not answer yet (apps of a RayService start together) is checked
+        # again before the first request.
+        self._context_checked = False
+        found = endpoint_context(self._probe())
+        if found is not None:
+            if problem := self._settle(found):
+                raise ContextTooSmallError(problem)
+
+    @property
+    def overhead(self) -> int:
+        return CHAT_OVERHEAD_TOKENS if self.api == "chat" else 0
+
+    @property
+    def need(self) -> int:
+        return prompt_tokens_needed(self.max_chars, self.chars_per_token) + self.overhead + self.max_new
+
+    def _settle(self, found: EndpointContext) -> str | None:
+        """Pick the api and check the context against what the endpoint said: None when it fits."""
+        self.api = resolve_api(self.api_setting, found) or "completions"
+        problem = context_problem(found, self.need, "evaluator", self.client.base_url, self._why(),
+                                  self._fix_hint)
+        self._context_checked = problem is None
+        return problem
+
+    def _probe(self) -> LLMClient:
+        return LLMClient(self.client.base_url, api_key=self.client.api_key, model=self.client.model,
+                         timeout_s=10, retries=1, backoff_s=0.5)
+
+    def _why(self) -> str:
+        chat = f" + {self.overhead} for the chat template" if self.overhead else ""
+        return (f"prompts of up to {self.need - self.max_new} tokens for max_input_chars {self.max_chars} "
+                f"at ~{self.chars_per_token:g} characters per token{chat}, plus max_new_tokens {self.max_new}")
+
+    def _fix_hint(self, context: int) -> str:
+        app = app_name("evaluator")
+        hint = ("serve a model with a longer context (the default config's lm: "
+                "models:/smollm2-135m-instruct@base, 8192 tokens)")
+        room = context - self.overhead
+        fits = max_input_chars_that_fit(room, self.max_new, self.chars_per_token)
+        if fits >= MIN_USEFUL_CHARS:
+            return (f"{hint} or lower the evaluator's args: max_input_chars {fits} fits with max_new_tokens "
+                    f"{self.max_new} (--set {app}.max_input_chars={fits})")
+        new = max(1, room // 4)
+        fits = max_input_chars_that_fit(room, new, self.chars_per_token)
+        if fits >= MIN_USEFUL_CHARS:
+            return (f"{hint} or lower the evaluator's args, e.g. --set {app}.max_new_tokens={new} "
+                    f"--set {app}.max_input_chars={fits}")
+        return (f"{hint}; no evaluator args make it fit: the prompt templates alone are "
+                f"~{prompt_tokens_needed(0, self.chars_per_token)} tokens")
+
+    def _context_error(self) -> JSONResponse | None:
+        """Before the first request, when the endpoint did not answer at deploy time."""
+        found = endpoint_context(self._probe())
+        if found is None:
+            return None  # still not answering: the request itself will say so
+        if problem := self._settle(found):
+            return JSONResponse(status_code=503, content=error_body(problem, None, "llm_context_too_small"))
+        return None
 
     def _check(self, items: list[EvaluateItem]) -> JSONResponse | None:
         if len(items) > self.max_items:
@@ -77,7 +180,11 @@ class EvaluatorServer:
 
     def _score_one(self, item: EvaluateItem) -> dict[str, Any]:
         prompt = build_prompt(item.task, item.reference, item.candidate, item.source)
-        raw = self.client.complete_text(prompt, max_tokens=self.max_new, temperature=0.0)  # greedy
+        if self.api == "chat":
+            raw = self.client.chat_text([{"role": "user", "content": prompt}], max_tokens=self.max_new,
+                                        temperature=0.0)  # greedy
+        else:
+            raw = self.client.complete_text(prompt, max_tokens=self.max_new, temperature=0.0)
         errors = parse_report(raw)
         return {"score": score(errors), "errors": [e.to_dict() for e in errors], "raw": raw}
 
@@ -87,6 +194,8 @@ class EvaluatorServer:
         if bad is not None:
             return bad
         loop = asyncio.get_running_loop()
+        if not self._context_checked and (small := await loop.run_in_executor(None, self._context_error)):
+            return small
         jobs = [loop.run_in_executor(None, self._score_one, item) for item in body.items]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for i, result in enumerate(results):
@@ -108,5 +217,5 @@ def build_evaluator_app(args: dict[str, Any]) -> serve.Application:
     from ringbit.serving import llm_url_from_args
 
     llm_url = llm_url_from_args(args, "evaluator")
-    keys = ("model", "max_items", "max_input_chars", "max_new_tokens", "timeout_s")
+    keys = ("model", "max_items", "max_input_chars", "max_new_tokens", "timeout_s", "chars_per_token", "api")
     return EvaluatorServer.bind(llm_url, **{k: args[k] for k in keys if k in args})

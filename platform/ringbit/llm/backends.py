@@ -22,6 +22,7 @@ class Generation:
 class LanguageModel(Protocol):
     name: str
     max_context: int
+    has_chat_template: bool  # chat prompts come from the model's own template (else a transcript)
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -46,34 +47,43 @@ def _plain_chat_prompt(messages: list[dict[str, str]]) -> str:
 
 
 class RingbitLM:
-    """A ringbit model folder: batched KV-cache generation (ringbit.models.generate)."""
+    """A ringbit model folder: batched KV-cache generation (ringbit.models.generate).
+
+    Imported chat models (tokenizer_config.json with a chat_template, e.g. SmolLM2-Instruct) are
+    prompted through their own template and stop at their eos token (<|im_end|>) as well as at
+    <|endoftext|>; platform-trained models have neither and get the plain transcript."""
 
     def __init__(self, path: Path, name: str) -> None:
-        from ringbit.models.io import load_model_dir
-        from ringbit.data.tokenizer import eos_id
+        from ringbit.models.io import load_model_dir, read_tokenizer_config, stop_token_ids
 
         self.model, self.tokenizer = load_model_dir(path)
         self.name, self.max_context = name, self.model.cfg.max_seq_len
-        self.eos = eos_id(self.tokenizer)
+        self.tokenizer_config = read_tokenizer_config(path)
+        self.stop_ids = stop_token_ids(self.tokenizer, self.tokenizer_config)
+        self.has_chat_template = bool(self.tokenizer_config.get("chat_template"))
 
     def encode(self, text: str) -> list[int]:
+        # Special tokens written in the text (the template's <|im_start|>) become their own ids.
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode([i for i in ids if i not in self.stop_ids], skip_special_tokens=True)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return _plain_chat_prompt(messages)
+        from ringbit.models.io import render_chat
+
+        rendered = render_chat(self.tokenizer_config, messages)
+        return _plain_chat_prompt(messages) if rendered is None else rendered
 
     def generate(self, prompts, max_new_tokens, temperature, top_p, seed, stop):
         from ringbit.models.generate import generate
 
         outs = generate(self.model, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
-                        stop_ids={self.eos}, seed=seed)
+                        stop_ids=self.stop_ids, seed=seed)
         results = []
         for ids in outs:
-            hit_eos = bool(ids) and ids[-1] == self.eos
-            text, hit_stop = apply_stop_strings(self.tokenizer.decode(ids[:-1] if hit_eos else ids), stop)
+            hit_eos = bool(ids) and ids[-1] in self.stop_ids
+            text, hit_stop = apply_stop_strings(self.decode(ids), stop)
             results.append(Generation(ids, text, "stop" if hit_eos or hit_stop else "length"))
         return results
 
@@ -91,6 +101,7 @@ class HuggingFaceLM:
         self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
         self.name = name
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
@@ -99,7 +110,7 @@ class HuggingFaceLM:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
+        if self.has_chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return _plain_chat_prompt(messages)
 

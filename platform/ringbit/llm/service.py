@@ -102,16 +102,18 @@ class LMServer:
             outs = await loop.run_in_executor(None, lambda: self.lm.generate(
                 [items[i].prompt for i in idx], new, temperature, top_p, seed, list(stop)))
             for i, out in zip(idx, outs):
-                results[i] = self._trim(out, items[i].max_tokens)
+                results[i] = self._trim(out, items[i].max_tokens, list(stop))
         return results
 
-    def _trim(self, out, max_tokens: int):
-        """A batch generates up to its longest request; cut each to what it asked for."""
+    def _trim(self, out, max_tokens: int, stop: list[str]):
+        """A batch generates up to its longest request; cut each to what it asked for (the
+        request's stop strings still apply to the shorter text)."""
         if len(out.tokens) <= max_tokens:
             return out
-        from ringbit.llm.backends import Generation
+        from ringbit.llm.backends import Generation, apply_stop_strings
 
-        return Generation(out.tokens[:max_tokens], self.lm.decode(out.tokens[:max_tokens]), "length")
+        text, hit_stop = apply_stop_strings(self.lm.decode(out.tokens[:max_tokens]), stop)
+        return Generation(out.tokens[:max_tokens], text, "stop" if hit_stop else "length")
 
     def _encode(self, text: str, param: str, max_tokens: int) -> list[int] | JSONResponse:
         ids = self.lm.encode(text)
@@ -129,7 +131,8 @@ class LMServer:
     @lm_api.get("/v1/models")
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.lm.name, "object": "model", "created": 0,
-                                            "owned_by": "ringbit", "max_context": self.lm.max_context}]}
+                                            "owned_by": "ringbit", "max_context": self.lm.max_context,
+                                            "chat_template": self.lm.has_chat_template}]}
 
     @lm_api.get("/healthz")
     def healthz(self) -> dict[str, str]:
@@ -161,11 +164,15 @@ class LMServer:
         if isinstance(ids, JSONResponse):
             return ids
         out = await self._run(ids, req)
-        text = out.text.split("\nUser:")[0]  # a plain-transcript model may continue the dialogue
+        text, reason = out.text, out.finish_reason
+        if not self.lm.has_chat_template and "\nUser:" in text:
+            # A plain-transcript model may go on to write the user's next turn: that ends its answer.
+            # A chat-template model ends its turn with its eos token, so its text is kept whole.
+            text, reason = text.split("\nUser:")[0], "stop"
         if req.stream:
-            return StreamingResponse(oa.chat_stream(self.lm.name, stream_pieces(text), out.finish_reason),
+            return StreamingResponse(oa.chat_stream(self.lm.name, stream_pieces(text), reason),
                                      media_type="text/event-stream")
-        return oa.chat_response(self.lm.name, text, out.finish_reason, len(ids), len(out.tokens))
+        return oa.chat_response(self.lm.name, text, reason, len(ids), len(out.tokens))
 
 
 def build_lm_app(args: dict[str, Any]) -> serve.Application:

@@ -364,14 +364,20 @@ def _hf_license(path: Path) -> str:
 
 def write_imported(imported: Imported, out: str | Path) -> Path:
     """The ringbit model folder (config.json, model.safetensors, tokenizer.json,
-    tokenizer_config.json) for an import, checked by loading it back."""
+    tokenizer_config.json) for an import. The Transformer is built on the meta device (no random
+    init, no second copy of the weights) and takes the imported tensors as its parameters."""
     from ringbit.models.io import write_model_dir
     from ringbit.models.transformer import Transformer
 
-    model = Transformer(imported.config)
-    model.load_state_dict(imported.state_dict, strict=not imported.config.tie_embeddings, assign=True)
-    if imported.config.tie_embeddings:
+    cfg = imported.config
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.load_state_dict(imported.state_dict, strict=not cfg.tie_embeddings, assign=True)
+    if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight  # assign=True replaced the tied Parameter
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise ModelImportError(f"weights missing after conversion: {', '.join(left[:4])}")
     return write_model_dir(out, model, imported.tokenizer_json, tokenizer_config=imported.tokenizer_config)
 
 
