@@ -6,13 +6,23 @@ everything before a job starts; a `ConfigError` carries one line per problem ("t
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -220,6 +230,13 @@ class TrainConfig(StrictModel):
     eval_batches: int | None = Field(
         None, ge=1, description="Cap on validation batches per worker; None = whole split."
     )
+    eval_at_start: bool | None = Field(
+        None,
+        description=(
+            "Validate once before the first update (logged at step 0): where a pretrained model "
+            "starts. None = only when continuing from a pretrained model (init_from)."
+        ),
+    )
     checkpoint_interval: int = Field(25, ge=1, description="Steps between checkpoints.")
     log_interval: int = Field(5, ge=1, description="Steps between progress lines.")
     seed: int = Field(0, description="Seed for init and data order.")
@@ -304,6 +321,68 @@ class TrackingConfig(StrictModel):
         return self
 
 
+# Continued pretraining (init_from): the architecture comes from the base model's folder.
+INIT_FROM_DIR = "init_from_dir"  # validation context key: the folder a registry/run ref resolved to
+EXTENDABLE_MODEL_FIELDS = ("max_seq_len",)  # what a model section may still set with init_from
+_REMOTE_REF = re.compile(r"^(models:/|runs:/)|^[0-9a-f]{32}$")
+
+
+def is_remote_model_ref(ref: str) -> bool:
+    """models:/…, runs:/… or a bare MLflow run id: resolved (downloaded) by the job's driver."""
+    return bool(_REMOTE_REF.match(ref))
+
+
+def local_model_folder(ref: str) -> Path | None:
+    """The absolute folder a model reference names (relative = where the user ran ringbit), None
+    for registry and run references; ValueError when it is neither."""
+    if is_remote_model_ref(ref):
+        return None
+    folder = resolve_user_path(ref)
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"init_from: {ref!r} is neither a model folder ({folder}/config.json not found) nor an "
+            "MLflow run id, runs:/… or models:/name@alias"
+        )
+    return folder.resolve()
+
+
+def read_base_meta(folder: str | Path) -> dict[str, Any]:
+    """config.json of a model folder as {"model", "quant", "packing"} (json only: no torch)."""
+    meta = json.loads((Path(folder) / "config.json").read_text())
+    return meta if "model" in meta else {"model": meta, "quant": None, "packing": None}
+
+
+def _same(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-6)
+    return a == b
+
+
+def model_section_from_base(base_model: dict[str, Any], user: Any, ref: str) -> dict[str, Any]:
+    """The base's architecture with what the user's `model` section may change (max_seq_len).
+    A field that differs from the base is an error naming it; equal values are accepted (a
+    resolved config round-trips), unknown keys are left for the usual 'unknown key' error."""
+    if isinstance(user, BaseModel):
+        user = user.model_dump(mode="json", exclude_unset=True)
+    if user is not None and not isinstance(user, dict):
+        return user  # not a section: the usual type error names it
+    merged = ModelConfig.model_validate(base_model).model_dump(mode="json")
+    problems = []
+    for key, value in (user or {}).items():
+        if key not in merged or key in EXTENDABLE_MODEL_FIELDS:
+            merged[key] = value
+        elif not _same(value, merged[key]):
+            problems.append(
+                f"model.{key}: {value!r} conflicts with the base model's {merged[key]!r} "
+                f"(init_from {ref}): with init_from the architecture comes from the base model; "
+                f"remove model.{key} (only model.{', model.'.join(EXTENDABLE_MODEL_FIELDS)} may be set)"
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
+    return merged
+
+
 class PretrainConfig(StrictModel):
     """A pretraining job: the name is the resume key (same name = continue that run)."""
 
@@ -311,6 +390,15 @@ class PretrainConfig(StrictModel):
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
         description="Job/run name; resubmitting the same name resumes it. None = timestamped.",
+    )
+    init_from: str | None = Field(
+        None,
+        description=(
+            "Continued pretraining: start from this model (a folder, an MLflow run id, runs:/… or "
+            "models:/name@alias): its architecture, weights and tokenizer. The model section may "
+            "then only set max_seq_len; quant is the base's unless given (quant.weight_bits=1.58 "
+            "continues an FP model as BitNet). None = random init and a new BPE tokenizer."
+        ),
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -323,18 +411,42 @@ class PretrainConfig(StrictModel):
         None, description="BitNet quantization of the blocks' projections; None = nn.Linear."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_from_base(cls, data: Any, info: ValidationInfo) -> Any:
+        """With init_from, the model section becomes the base's architecture (json only: fast,
+        no torch). A registry/run reference is left as it is here: the driver downloads it and
+        validates again with the folder in the context (`with_base_model`)."""
+        if not isinstance(data, dict) or not data.get("init_from"):
+            return data
+        ref = str(data["init_from"])
+        folder = (info.context or {}).get(INIT_FROM_DIR) or local_model_folder(ref)
+        if folder is None:
+            return data
+        data = dict(data)
+        if not is_remote_model_ref(ref):
+            data["init_from"] = str(folder)  # jobs run in a copy of the repository: absolute
+        meta = read_base_meta(folder)
+        if meta.get("packing"):
+            raise ValueError(
+                f"init_from: {ref} is a packed BitNet export (inference only); continue from the "
+                "unpacked model it was exported from"
+            )
+        data["model"] = model_section_from_base(meta["model"], data.get("model"), ref)
+        if "quant" not in data and meta.get("quant"):
+            data["quant"] = meta["quant"]  # continuing a BitNet model keeps it BitNet
+        return data
+
+    @property
+    def architecture_pending(self) -> bool:
+        """init_from names a registry model or run that validation does not download: the model
+        section holds only what the user set, and the checks that need the architecture run in
+        the driver once the reference is resolved (`with_base_model`)."""
+        return self.init_from is not None and self.model.model_fields_set != set(ModelConfig.model_fields)
+
     @model_validator(mode="after")
     def _combinations(self) -> "PretrainConfig":
         sp, p = self.parallel.sequence_parallel, self.parallel
-        if self.quant is not None:
-            widths = {"model.d_model": self.model.d_model, "model.ffn_hidden": self.model.hidden,
-                      "model.n_heads * head_dim": self.model.n_heads * self.model.head_dim}
-            for field, width in widths.items():
-                if width % self.quant.groups:
-                    raise ValueError(
-                        f"quant.groups ({self.quant.groups}) must divide every projection's "
-                        f"input width; {field} is {width}"
-                    )
         if self.workers.num_workers % sp:
             raise ValueError(
                 f"workers.num_workers ({self.workers.num_workers}) must be a multiple of "
@@ -348,24 +460,48 @@ class PretrainConfig(StrictModel):
                 f"parallel.sequence_parallel) = {per_pass}; "
                 f"try {per_pass * max(1, round(self.train.global_batch_size / per_pass))}"
             )
+        if self.architecture_pending:
+            return self
+        base = f", from init_from {self.init_from}" if self.init_from else ""
+        if self.quant is not None:
+            widths = {"model.d_model": self.model.d_model, "model.ffn_hidden": self.model.hidden,
+                      "model.n_heads * head_dim": self.model.n_heads * self.model.head_dim}
+            for field, width in widths.items():
+                if width % self.quant.groups:
+                    raise ValueError(
+                        f"quant.groups ({self.quant.groups}) must divide every projection's "
+                        f"input width; {field} is {width}{base}"
+                    )
         padded = self.padded_seq_len
         if padded > self.model.max_seq_len:
             raise ValueError(
                 f"data.seq_len ({self.data.seq_len}, padded to {padded} for the {p.layout} layout "
-                f"over {sp} workers) exceeds model.max_seq_len ({self.model.max_seq_len}); raise "
-                "model.max_seq_len or lower data.seq_len"
+                f"over {sp} workers) exceeds model.max_seq_len ({self.model.max_seq_len}{base}); "
+                "raise model.max_seq_len or lower data.seq_len"
             )
         if sp > 1 and p.strategy == "ulysses" and self.model.n_heads % sp:
             raise ValueError(
-                f"parallel.strategy ulysses scatters heads: model.n_heads ({self.model.n_heads}) must "
-                f"divide by parallel.sequence_parallel ({sp}); use strategy ring or hybrid"
+                f"parallel.strategy ulysses scatters heads: model.n_heads ({self.model.n_heads}{base}) "
+                f"must divide by parallel.sequence_parallel ({sp}); use strategy ring, or hybrid "
+                "with a parallel.ulysses_size that divides n_heads"
             )
         if p.strategy == "hybrid" and (sp % p.ulysses_size or self.model.n_heads % p.ulysses_size):
             raise ValueError(
                 f"parallel.ulysses_size ({p.ulysses_size}) must divide parallel.sequence_parallel "
-                f"({sp}) and model.n_heads ({self.model.n_heads})"
+                f"({sp}) and model.n_heads ({self.model.n_heads}{base})"
             )
         return self
+
+    def to_data(self) -> dict[str, Any]:
+        """model_dump for building a derived config (sweep trials, the driver's resolution): the
+        model section keeps only what the user set while the base architecture is pending, and
+        quant is left out when the user did not set it (so the base's is inherited)."""
+        data = self.model_dump(mode="json")
+        if self.init_from is not None:
+            data["model"] = self.model.model_dump(mode="json", exclude_unset=True)
+            if "quant" not in self.model_fields_set:
+                data.pop("quant", None)
+        return data
 
     @property
     def padded_seq_len(self) -> int:
@@ -381,6 +517,12 @@ class PretrainConfig(StrictModel):
     @property
     def grad_accum_steps(self) -> int:
         return self.train.global_batch_size // (self.train.micro_batch_size * self.data_parallel)
+
+
+def with_base_model(cfg: PretrainConfig, folder: str | Path) -> PretrainConfig:
+    """cfg with init_from's architecture read from `folder` (where the driver resolved the
+    reference to), validated again: conflicts and architecture checks are ConfigErrors."""
+    return validate(PretrainConfig, cfg.to_data(), context={INIT_FROM_DIR: str(folder)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,6 +945,9 @@ def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+_FIELD_FIRST = re.compile(r"^[a-z_]+(\.[a-z_0-9]+)*: ")
+
+
 def format_validation_error(exc: ValidationError, schema: type[BaseModel]) -> str:
     lines = []
     for err in exc.errors():
@@ -813,6 +958,9 @@ def format_validation_error(exc: ValidationError, schema: type[BaseModel]) -> st
             lines.append(f"{where}: unknown key; allowed here: {', '.join(allowed)}")
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        if not loc and _FIELD_FIRST.match(msg):  # the message names its field(s) itself
+            lines.append(msg)
+            continue
         got = err.get("input")
         if err["type"] not in ("value_error", "missing") and not isinstance(got, dict):
             msg += f" (got {got!r})"
@@ -820,9 +968,9 @@ def format_validation_error(exc: ValidationError, schema: type[BaseModel]) -> st
     return "\n".join(lines)
 
 
-def validate(schema: type[M], data: dict[str, Any]) -> M:
+def validate(schema: type[M], data: dict[str, Any], context: dict[str, Any] | None = None) -> M:
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, schema)) from None
 
@@ -836,6 +984,9 @@ def load_config(
 
 
 def to_yaml(cfg: BaseModel) -> str:
+    if getattr(cfg, "architecture_pending", False):  # init_from a registry model or a run
+        return (f"# model: the architecture of {cfg.init_from} (read when the job starts)\n"
+                + yaml.safe_dump(cfg.to_data(), sort_keys=False))
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 

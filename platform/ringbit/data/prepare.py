@@ -4,6 +4,10 @@ read (text / JSONL / Parquet / built-in) -> tokenize in map_batches -> split tra
 hash of each document -> pack into rows of seq_len + 1 tokens -> write_parquet. The same code runs
 on this machine and on a cluster; the result is cached under a fingerprint of every input, and
 written to a temporary folder first so a crash never leaves a half-written dataset behind.
+
+The tokenizer is a byte-level BPE trained on the corpus, or, for continued pretraining
+(`init_from`), the base model's own tokenizer.json (then part of the fingerprint, and copied into
+the dataset folder).
 """
 
 from __future__ import annotations
@@ -22,13 +26,22 @@ import pyarrow as pa
 
 from ringbit.config import DataConfig
 from ringbit.data.corpus import BUILTINS, corpus_files, corpus_kind, read_documents
-from ringbit.data.tokenizer import eos_id, load_tokenizer, train_tokenizer
+from ringbit.data.tokenizer import (
+    document_eos_id,
+    eos_id,
+    load_tokenizer,
+    read_tokenizer_config,
+    train_tokenizer,
+)
 
 FORMAT_VERSION = 1
 TOKENIZER_DOCS = 50_000  # enough text for a BPE vocabulary; keeps tokenizer training bounded
 
 
-def fingerprint(cfg: DataConfig, vocab_size: int) -> str:
+def fingerprint(cfg: DataConfig, vocab_size: int, tokenizer_json: str | None = None,
+                eos: int | None = None) -> str:
+    """Every input of the dataset; `tokenizer_json` (a given tokenizer instead of a trained one)
+    and its document separator `eos` join it only when given, so older caches stay valid."""
     parts: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "corpus": cfg.corpus,
@@ -39,6 +52,9 @@ def fingerprint(cfg: DataConfig, vocab_size: int) -> str:
         "min_frequency": cfg.min_frequency,
         "vocab_size": vocab_size,
     }
+    if tokenizer_json is not None:
+        parts["tokenizer"] = hashlib.sha256(tokenizer_json.encode()).hexdigest()
+        parts["eos"] = eos
     if cfg.corpus in BUILTINS:
         parts["python"] = sys.version  # the built-in text ships with (and varies by) CPython
     else:
@@ -56,11 +72,12 @@ def in_validation(text: str, seed: int, fraction: float) -> bool:
 class Tokenize:
     """map_batches UDF: text -> token ids (+ EOS) and the split each document belongs to."""
 
-    def __init__(self, tokenizer_json: str, seed: int, val_fraction: float, text_field: str):
+    def __init__(self, tokenizer_json: str, seed: int, val_fraction: float, text_field: str,
+                 eos: int | None = None):
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_str(tokenizer_json)
-        self.eos = eos_id(self.tok)
+        self.eos = eos_id(self.tok) if eos is None else eos
         self.seed, self.val_fraction, self.text_field = seed, val_fraction, text_field
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -103,31 +120,59 @@ def _cpus() -> int:
     return max(1, int(ray.available_resources().get("CPU", 1)))
 
 
-def prepare(cfg: DataConfig, vocab_size: int, cache_root: str | Path, log=print) -> Path:
-    """Build (or reuse) the dataset folder: tokenizer.json, train/, val/, meta.json."""
+def given_tokenizer(tokenizer_dir: str | Path, vocab_size: int):
+    """(tokenizer.json text, Tokenizer, tokenizer_config, document separator id) of a model
+    folder whose tokenizer the data must use; its ids must fit the model's embedding."""
+    from tokenizers import Tokenizer
+
+    text = (Path(tokenizer_dir) / "tokenizer.json").read_text()
+    tok = Tokenizer.from_str(text)
+    if tok.get_vocab_size() > vocab_size:
+        raise ValueError(f"{tokenizer_dir}/tokenizer.json has {tok.get_vocab_size()} tokens, more than "
+                         f"the model's vocab_size {vocab_size}")
+    tok_cfg = read_tokenizer_config(tokenizer_dir)
+    return text, tok, tok_cfg, document_eos_id(tok, tok_cfg)
+
+
+def prepare(cfg: DataConfig, vocab_size: int, cache_root: str | Path, log=print,
+            tokenizer_dir: str | Path | None = None) -> Path:
+    """Build (or reuse) the dataset folder: tokenizer.json, train/, val/, meta.json.
+
+    tokenizer_dir: a model folder whose tokenizer.json to use instead of training a BPE on the
+    corpus (continued pretraining from that model); documents end with its <|endoftext|> (or its
+    tokenizer_config's eos_token). The chat template is not part of the data: the job passes the
+    base's tokenizer_config.json to the saved model itself."""
     import ray.data
 
-    out = Path(cache_root).expanduser() / fingerprint(cfg, vocab_size)
+    given = given_tokenizer(tokenizer_dir, vocab_size) if tokenizer_dir is not None else None
+    key = fingerprint(cfg, vocab_size, *(given[0], given[3]) if given else ())
+    out = Path(cache_root).expanduser() / key
     if (out / "meta.json").exists():
         log(f"[ringbit] data: reusing prepared shards in {out}")
         return out
-    log(f"[ringbit] data: preparing {cfg.corpus} -> {out}")
+    log(f"[ringbit] data: preparing {cfg.corpus} -> {out}"
+        + (f" with the tokenizer of {tokenizer_dir}" if given else ""))
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
         docs = read_documents(cfg.corpus, cfg.text_field) if cfg.corpus in BUILTINS else None
-        sample = docs if docs is not None else read_documents(cfg.corpus, cfg.text_field)[:TOKENIZER_DOCS]
-        tok = train_tokenizer(sample, vocab_size, cfg.min_frequency)
-        if tok.get_vocab_size() != vocab_size:
-            log(f"[ringbit] data: corpus only supports {tok.get_vocab_size()} tokens (< {vocab_size})")
-        tok.save(str(tmp / "tokenizer.json"))
+        if given:
+            _, tok, _, eos = given
+            (tmp / "tokenizer.json").write_text(given[0])
+        else:
+            sample = docs if docs is not None else read_documents(cfg.corpus, cfg.text_field)[:TOKENIZER_DOCS]
+            tok = train_tokenizer(sample, vocab_size, cfg.min_frequency)
+            if tok.get_vocab_size() != vocab_size:
+                log(f"[ringbit] data: corpus only supports {tok.get_vocab_size()} tokens (< {vocab_size})")
+            tok.save(str(tmp / "tokenizer.json"))
+            eos = eos_id(tok)
 
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         tokenized = _read(cfg, docs).map_batches(
             Tokenize,
             fn_constructor_kwargs=dict(
                 tokenizer_json=tok.to_str(), seed=cfg.seed, val_fraction=cfg.val_fraction,
-                text_field=cfg.text_field,
+                text_field=cfg.text_field, eos=eos,
             ),
             batch_size=256,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
@@ -145,7 +190,8 @@ def prepare(cfg: DataConfig, vocab_size: int, cache_root: str | Path, log=print)
                     "use a larger corpus, a smaller data.seq_len or a larger data.val_fraction"
                 )
         meta = {"fingerprint": out.name, "seq_len": cfg.seq_len, "vocab_size": tok.get_vocab_size(),
-                "sequences": counts, "config": cfg.model_dump(mode="json")}
+                "sequences": counts, "config": cfg.model_dump(mode="json"), "eos_id": eos,
+                "tokenizer_from": str(tokenizer_dir) if given else None}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             os.rename(tmp, out)  # atomic publish; a concurrent job may have won the race

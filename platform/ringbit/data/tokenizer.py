@@ -34,3 +34,38 @@ def eos_id(tok: Tokenizer) -> int:
     if idx is None:
         raise ValueError(f"tokenizer has no {EOS} token; train it with ringbit.data.tokenizer")
     return idx
+
+
+def config_token(tokenizer_config: dict | None, key: str) -> str | None:
+    """A special token of a Hugging Face tokenizer_config.json (a string or an AddedToken dict)."""
+    value = (tokenizer_config or {}).get(key)
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def read_tokenizer_config(folder: str | Path) -> dict:
+    """tokenizer_config.json of a model or data folder ({} when there is none); no torch."""
+    import json
+
+    file = Path(folder) / "tokenizer_config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def document_eos_id(tok: Tokenizer, tokenizer_config: dict | None = None) -> int:
+    """The token that ends a document in pretraining data: <|endoftext|> when the vocabulary has
+    it (the platform's BPE, SmolLM2, GPT-2 style vocabularies), else the model's eos_token."""
+    for token in (EOS, config_token(tokenizer_config, "eos_token")):
+        idx = tok.token_to_id(token) if token else None
+        if idx is not None:
+            return idx
+    raise ValueError(f"the tokenizer has neither {EOS} nor an eos_token in its tokenizer_config.json")
+
+
+def completion_eos(tok: Tokenizer, tokenizer_config: dict | None = None) -> tuple[str, int]:
+    """(token, id) that ends a fine-tuning completion: the model's own eos_token (tokenizer_config
+    .json; SmolLM2-Instruct: <|im_end|>), so generation stops where the model learned to stop;
+    <|endoftext|> for platform-trained models, which have no tokenizer_config."""
+    for token in (config_token(tokenizer_config, "eos_token"), EOS):
+        idx = tok.token_to_id(token) if token else None
+        if idx is not None:
+            return token, idx
+    raise ValueError(f"the tokenizer has neither the eos_token of its tokenizer_config.json nor {EOS}")

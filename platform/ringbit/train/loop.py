@@ -79,6 +79,17 @@ def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
     return sd
 
 
+def log_step_zero(client, run_id: str, metrics: dict[str, float]) -> None:
+    """Metrics at step 0 (MetricBuffer only sends steps after what the run has): once per run,
+    so a job restarted before its first checkpoint does not log its start twice."""
+    from mlflow.entities import Metric
+
+    if any(m.step == 0 for m in client.get_metric_history(run_id, "val_ppl")):
+        return
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
 @dataclass
 class Launcher:
     """What the loop needs from whoever started the worker processes."""
@@ -124,6 +135,11 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     sp = setup_sequence_parallel(cfg.parallel, cfg.data.seq_len, rank, world)
 
     model = Transformer(cfg.model, quant=cfg.quant, attend=sp.attend)
+    if cfg.init_from:  # continued pretraining: the base's weights, before DeepSpeed wraps them
+        from ringbit.train.base import load_base_weights, worker_base_dir
+
+        load_base_weights(model, worker_base_dir(config.get("init_from_dir"), cfg.init_from,
+                                                 config.get("tracking_uri")))
     optimizer, scheduler = build_optimizer(model, cfg.train)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
@@ -153,6 +169,17 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     accum, t = cfg.grad_accum_steps, cfg.train
     tokens_per_step = t.global_batch_size * cfg.data.seq_len
     step_log: list[dict[str, float]] = []  # wall-clock per step, for benchmarks
+    eval_at_start = t.eval_at_start if t.eval_at_start is not None else cfg.init_from is not None
+    if start == 0 and eval_at_start:  # where a pretrained model starts, before any update
+        began = time.perf_counter()
+        first: dict[str, float] = {}
+        first["val_loss"], first["val_ppl"] = evaluate(engine, val_rows, sp, cfg, device)
+        if buffer:
+            log_step_zero(buffer.client, buffer.run_id, first)
+        if rank == 0:
+            print(f"{PROGRESS_PREFIX}0/{t.max_steps} val_loss={first['val_loss']:.6g} "
+                  f"val_ppl={first['val_ppl']:.6g} ({time.perf_counter() - began:.1f} s)", flush=True)
+        launcher.report({**first, "step": 0}, None)
     for step in range(start, t.max_steps):
         began = time.perf_counter()
         nll_sum = 0.0
@@ -192,8 +219,9 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
                 engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
                 if final_weights is not None and rank == 0:
                     tok = (data_dir / "tokenizer.json").read_text()
+                    # an imported base's chat template and special tokens travel with the model
                     save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok,
-                                   quant=cfg.quant)
+                                   quant=cfg.quant, tokenizer_config=config.get("tokenizer_config"))
                 launcher.report({**metrics, "step": done}, tmp)
         elif is_eval:
             launcher.report({**metrics, "step": done}, None)

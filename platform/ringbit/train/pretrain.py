@@ -10,12 +10,29 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ringbit.config import PretrainConfig, flatten, to_yaml
+from ringbit.config import PretrainConfig, flatten, to_yaml, with_base_model
 from ringbit.train.resources import placement_note
 
 
 def job_name(cfg: PretrainConfig) -> str:
     return cfg.name or time.strftime("pretrain-%Y%m%d-%H%M%S")
+
+
+def resolve_init_from(cfg: PretrainConfig, tracking_uri: str,
+                      log: Callable[[str], None] = print) -> tuple[PretrainConfig, Path, dict]:
+    """Continued pretraining: the base model's folder (downloaded when init_from is a registry
+    model or a run), the config validated against its architecture (ConfigError on a conflict),
+    and its tokenizer_config.json (chat template, eos) for the model this job saves."""
+    from ringbit import tracking
+    from ringbit.data.tokenizer import read_tokenizer_config
+
+    base_dir = tracking.resolve_model_ref(cfg.init_from, tracking_uri)
+    cfg = with_base_model(cfg, base_dir)
+    m = cfg.model
+    log(f"[ringbit] init_from {cfg.init_from} ({base_dir}): {m.n_layers} layers, d_model {m.d_model}, "
+        f"{m.n_heads}/{m.kv_heads} heads, vocab {m.vocab_size}, max_seq_len {m.max_seq_len}"
+        + (f", quant weight_bits {cfg.quant.weight_bits:g}" if cfg.quant else ""))
+    return cfg, base_dir, read_tokenizer_config(base_dir)
 
 
 def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -30,6 +47,8 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    import torch
+
     from ringbit.models import Transformer, count_parameters
     from ringbit.plots import log_training_curves
     from ringbit.train.loop import train_loop_per_worker
@@ -38,19 +57,26 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     home = PlatformSettings.from_env().home
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    data_dir = prepare(cfg.data, cfg.model.vocab_size, cfg.data.cache_dir or home / "data", log=log)
-
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    base_dir, tokenizer_config = None, {}
+    if cfg.init_from:
+        cfg, base_dir, tokenizer_config = resolve_init_from(cfg, uri, log)
+    data_dir = prepare(cfg.data, cfg.model.vocab_size, cfg.data.cache_dir or home / "data", log=log,
+                       tokenizer_dir=base_dir)
+
     client = MlflowClient(uri)
     run_id, resumed = tracking.start_or_resume_run(client, cfg.mlflow.experiment, name)
     log(f"[ringbit] mlflow run {run_id} ({'resumed' if resumed else 'new'}): "
         f"{tracking.run_url(uri, client, run_id)}")
-    n_params = count_parameters(Transformer(cfg.model, quant=cfg.quant))
-    tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")),
-                                         "derived.grad_accum_steps": cfg.grad_accum_steps,
-                                         "derived.n_params": n_params,
-                                         "derived.data_dir": str(data_dir)})
-    tracking.set_tags(client, run_id, tracking.default_tags())
+    with torch.device("meta"):  # count without allocating (a pretrained base can be large)
+        n_params = count_parameters(Transformer(cfg.model, quant=cfg.quant))
+    derived = {"derived.grad_accum_steps": cfg.grad_accum_steps, "derived.n_params": n_params,
+               "derived.data_dir": str(data_dir)}
+    if base_dir is not None:
+        derived["derived.init_from_dir"] = str(base_dir)
+    tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")), **derived})
+    tracking.set_tags(client, run_id, {**tracking.default_tags(),
+                                       **({"ringbit.init_from": cfg.init_from} if cfg.init_from else {})})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.yaml").write_text(to_yaml(cfg))
         client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
@@ -65,7 +91,9 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": cfg.model_dump(mode="json") | {"name": name},
-                           "data_dir": str(data_dir), "run_id": run_id, "tracking_uri": uri},
+                           "data_dir": str(data_dir), "run_id": run_id, "tracking_uri": uri,
+                           "init_from_dir": str(base_dir) if base_dir else None,
+                           "tokenizer_config": tokenizer_config},
         scaling_config=ScalingConfig(
             num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
             resources_per_worker={"CPU": cfg.workers.cpus_per_worker},
@@ -80,7 +108,8 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     if note:
         log(f"[ringbit] note: {note}")
     log(f"[ringbit] training {n_params:,} parameters on {cfg.workers.num_workers} workers "
-        f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps)")
+        f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps"
+        f"{', from ' + cfg.init_from if cfg.init_from else ''})")
     try:
         result = trainer.fit()
         if result.checkpoint is None:

@@ -25,12 +25,13 @@ CHECKPOINT_TAG = "ckpt"
 Pairs = list[tuple[str, str]]
 
 
-def tokenize_pairs(pairs: Pairs, tokenizer, max_seq_len: int) -> list[tuple[list[int], int]]:
+def tokenize_pairs(pairs: Pairs, tokenizer, max_seq_len: int, eos: int | None = None) -> list[tuple[list[int], int]]:
     """(prompt + completion + EOS token ids, number of prompt ids); longer ones are dropped.
-    Prompt and completion are encoded apart, as a service sends the prompt alone."""
+    Prompt and completion are encoded apart, as a service sends the prompt alone. `eos` ends every
+    completion: the model's own eos token (`completion_eos`); None = <|endoftext|>."""
     from ringbit.data.tokenizer import eos_id
 
-    eos, rows = eos_id(tokenizer), []
+    eos, rows = eos_id(tokenizer) if eos is None else eos, []
     for prompt_text, completion in pairs:
         prompt = tokenizer.encode(prompt_text).ids
         target = tokenizer.encode(completion).ids + [eos]
@@ -56,21 +57,23 @@ def prepare_pairs(kind: str, cfg: SFTConfig, base_dir: Path, out_dir: Path,
     """Tokenise (train, val) pairs once into a cached tensor file keyed by data + tokenizer."""
     from tokenizers import Tokenizer
 
-    from ringbit.data.tokenizer import eos_id
+    from ringbit.data.tokenizer import completion_eos, read_tokenizer_config
 
+    tok_json = (base_dir / "tokenizer.json").read_text()
+    tok = Tokenizer.from_str(tok_json)
+    eos_token, eos = completion_eos(tok, read_tokenizer_config(base_dir))
     key = hashlib.sha256(json.dumps([kind, cfg.model_dump(mode="json").get("data"), cfg.max_seq_len,
-                                     (base_dir / "tokenizer.json").read_text()]).encode()).hexdigest()[:16]
+                                     tok_json, eos]).encode()).hexdigest()[:16]
     path = out_dir / f"{kind}-sft-{key}.pt"
     if path.exists():
         log(f"[ringbit] data: reusing {path}")
         return path
     train_pairs, val_pairs = make_pairs()
-    tok = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
-    val = tokenize_pairs(val_pairs, tok, cfg.max_seq_len)
-    train = tokenize_pairs(train_pairs, tok, cfg.max_seq_len)
+    val = tokenize_pairs(val_pairs, tok, cfg.max_seq_len, eos)
+    train = tokenize_pairs(train_pairs, tok, cfg.max_seq_len, eos)
     if not train or not val:
         raise ValueError(f"max_seq_len {cfg.max_seq_len} is too short for any example; raise it")
-    pad = eos_id(tok)
+    pad = eos  # padding is never a target (labels IGNORE) and never attended to by real tokens
     data = dict(zip(("train_ids", "train_labels"), to_tensors(train, pad)))
     data.update(zip(("val_ids", "val_labels"), to_tensors(val, pad)))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,8 @@ def prepare_pairs(kind: str, cfg: SFTConfig, base_dir: Path, out_dir: Path,
     tmp.rename(path)  # atomic: a crashed preparation leaves no half file behind
     dropped = len(train_pairs) + len(val_pairs) - len(train) - len(val)
     log(f"[ringbit] data: {len(train)} train / {len(val)} val examples "
-        f"({dropped} longer than {cfg.max_seq_len} tokens dropped)")
+        f"({dropped} longer than {cfg.max_seq_len} tokens dropped); completions end with "
+        f"{eos_token} (id {eos})")
     return path
 
 
@@ -97,10 +101,11 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
     from safetensors.torch import load_model
 
+    from ringbit.data.tokenizer import read_tokenizer_config
     from ringbit.models import Transformer
     from ringbit.models.io import read_model_meta, save_model_dir
     from ringbit.train.engine import build_optimizer, deepspeed_config
-    from ringbit.train.loop import full_state_dict
+    from ringbit.train.loop import full_state_dict, peak_memory_mb
     from ringbit.train.perplexity import perplexity
 
     # Only the shared fields matter here; each workflow's `data` section was consumed before.
@@ -157,6 +162,28 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
     t = cfg.train
     micro, accum = t.micro_batch_size, t.global_batch_size // (t.micro_batch_size * world)
     n_train = data["train_ids"].shape[0]
+
+    def validate() -> tuple[float, float]:
+        engine.eval()
+        with torch.no_grad():
+            vt = vc = 0.0
+            for i in range(rank, data["val_ids"].shape[0], world * micro):
+                idx = torch.arange(i, min(i + world * micro, data["val_ids"].shape[0]), world)
+                nll, c = _masked_nll(engine, data["val_ids"][idx].to(device), data["val_labels"][idx].to(device))
+                vt, vc = vt + nll.item(), vc + c
+        engine.train()
+        return perplexity(*reduce(vt, vc))
+
+    if start == 0 and t.eval_at_start:  # the base model on the held-out completions
+        first = dict(zip(("val_loss", "val_ppl"), validate()))
+        if buffer:
+            from ringbit.train.loop import log_step_zero
+
+            log_step_zero(buffer.client, buffer.run_id, first)
+        if rank == 0:
+            print(f"[ringbit] step=0/{t.max_steps} val_loss={first['val_loss']:.6g} val_ppl={first['val_ppl']:.6g}",
+                  flush=True)
+        ray.train.report({**first, "step": 0})
     for step in range(start, t.max_steps):
         began = time.perf_counter()
         order = torch.randperm(n_train, generator=torch.Generator().manual_seed(t.seed * 100_003 + step))
@@ -170,19 +197,14 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
             nll_sum, tokens = nll_sum + nll.item(), tokens + count
         done = step + 1
         total, count = reduce(nll_sum, tokens)
+        memory = torch.tensor([peak_memory_mb(device)], dtype=torch.float64, device=device)
+        dist.all_reduce(memory, op=dist.ReduceOp.MAX)
         metrics = {"train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": count / (time.perf_counter() - began)}
+                   "tokens_per_s": count / (time.perf_counter() - began),  # completion tokens
+                   "peak_memory_mb": memory.item()}
         is_eval = done % t.eval_interval == 0 or done == t.max_steps
         if is_eval:
-            engine.eval()
-            with torch.no_grad():
-                vt = vc = 0.0
-                for i in range(rank, data["val_ids"].shape[0], world * micro):
-                    idx = torch.arange(i, min(i + world * micro, data["val_ids"].shape[0]), world)
-                    nll, c = _masked_nll(engine, data["val_ids"][idx].to(device), data["val_labels"][idx].to(device))
-                    vt, vc = vt + nll.item(), vc + c
-            engine.train()
-            metrics["val_loss"], metrics["val_ppl"] = perplexity(*reduce(vt, vc))
+            metrics["val_loss"], metrics["val_ppl"] = validate()
         if buffer:
             buffer.add(done, **metrics)
             buffer.flush()
@@ -199,7 +221,7 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
                 engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
                 if weights is not None and rank == 0:
                     save_model_dir(Path(tmp) / "model", mcfg, weights, (base / "tokenizer.json").read_text(),
-                                   quant=quant)
+                                   quant=quant, tokenizer_config=read_tokenizer_config(base))
                 ray.train.report({**metrics, "step": done}, checkpoint=Checkpoint.from_directory(tmp))
         elif is_eval:
             ray.train.report({**metrics, "step": done})

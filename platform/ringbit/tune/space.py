@@ -51,8 +51,9 @@ def grid(sweep: SweepConfig) -> list[dict[str, Any]]:
 
 def trial_config(base: PretrainConfig, sweep: SweepConfig, params: dict[str, Any],
                  name: str) -> PretrainConfig:
-    """The pretraining config of one trial. Raises ValueError naming the space field at fault."""
-    data = base.model_dump(mode="json")
+    """The pretraining config of one trial. Raises ValueError naming the space field at fault.
+    A base with init_from passes it on: every trial continues from the same pretrained model."""
+    data = base.to_data()
     seq = int(params["seq_len"])
     chunks = base.parallel.sequence_parallel * (2 if base.parallel.layout == "zigzag" else 1)
     if base.parallel.sequence_parallel > 1 and seq % chunks:

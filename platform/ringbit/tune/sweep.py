@@ -149,7 +149,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = print) -> dict[str,
     from ringbit.data.prepare import prepare
     from ringbit.services import PlatformSettings, ensure_client_env
     from ringbit.tune.report import plot_sweep, text_table, write_csv
-    from ringbit.tune.space import base_config, space_keys, trial_config
+    from ringbit.tune.space import base_config, grid, space_keys, trial_config
 
     ensure_client_env()
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # checkpoint-only reports
@@ -168,12 +168,20 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = print) -> dict[str,
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
 
     home = PlatformSettings.from_env().home
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    base_dir, tokenizer_config = None, {}
+    if base.init_from:  # every trial continues from the same pretrained model
+        from ringbit.train.pretrain import resolve_init_from
+
+        base, base_dir, tokenizer_config = resolve_init_from(base, uri, log)
+        for params in grid(cfg):  # the space again, now against the base's architecture
+            trial_config(base, cfg, params, "check")
     data_dirs = {}
     for seq_len in sorted(set(cfg.space.seq_len)):
         tc = trial_config(base, cfg, {"seq_len": seq_len, "weight_bits": cfg.space.weight_bits[0]}, "data")
-        data_dirs[seq_len] = str(prepare(tc.data, tc.model.vocab_size, tc.data.cache_dir or home / "data", log=log))
+        data_dirs[seq_len] = str(prepare(tc.data, tc.model.vocab_size, tc.data.cache_dir or home / "data", log=log,
+                                         tokenizer_dir=base_dir))
 
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     client = MlflowClient(uri)
     parent, resumed = tracking.start_or_resume_run(client, cfg.mlflow.experiment, name)
     tracking.set_tags(client, parent, {SWEEP_TAG: name, "ringbit.kind": "sweep", **tracking.default_tags()})
@@ -188,7 +196,9 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = print) -> dict[str,
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, sweep=cfg.model_dump(mode="json"), base=base.model_dump(mode="json"),
                              data_dirs=data_dirs, parent_run_id=parent, tracking_uri=uri,
-                             storage=str(storage / f"{name}-trials")),
+                             storage=str(storage / f"{name}-trials"),
+                             init_from_dir=str(base_dir) if base_dir else None,
+                             tokenizer_config=tokenizer_config),
         {"cpu": TRIAL_DRIVER_CPU})
     if tune.Tuner.can_restore(str(exp_dir)):
         log(f"[ringbit] resuming sweep {name} from {exp_dir}: finished trials are kept")

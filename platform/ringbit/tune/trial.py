@@ -18,7 +18,8 @@ def trial_name(sweep_name: str, trial_id: str) -> str:
 
 
 def run_trial(params: dict[str, Any], *, sweep: dict, base: dict, data_dirs: dict[int, str],
-              parent_run_id: str, tracking_uri: str, storage: str) -> None:
+              parent_run_id: str, tracking_uri: str, storage: str, init_from_dir: str | None = None,
+              tokenizer_config: dict | None = None) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -45,7 +46,8 @@ def run_trial(params: dict[str, Any], *, sweep: dict, base: dict, data_dirs: dic
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": cfg.model_dump(mode="json"), "data_dir": data_dirs[cfg.data.seq_len],
-                           "run_id": run_id, "tracking_uri": tracking_uri},
+                           "run_id": run_id, "tracking_uri": tracking_uri, "init_from_dir": init_from_dir,
+                           "tokenizer_config": tokenizer_config or {}},
         scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
                                      resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(Path(storage) / "trials"),
