@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from ringbit.config import ModelConfig, QuantConfig
+from ringbit.data.tokenizer import read_tokenizer_config  # noqa: F401 (re-exported: model folders have one)
 from ringbit.models.linear import get_linear_factory
 from ringbit.models.transformer import Transformer
 
@@ -55,12 +56,6 @@ def save_model_dir(
     model = Transformer(cfg, quant=quant)
     model.load_state_dict(state_dict)
     return write_model_dir(out, model, tokenizer_json, tokenizer_config=tokenizer_config)
-
-
-def read_tokenizer_config(path: str | Path) -> dict[str, Any]:
-    """The folder's tokenizer_config.json ({} for platform-trained models, which have none)."""
-    file = Path(path) / TOKENIZER_CONFIG
-    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def stop_token_ids(tokenizer, tokenizer_config: dict[str, Any]) -> set[int]:
