@@ -190,3 +190,35 @@ def test_real_smollm2_runs_exactly(tmp_path):
     answer = generate(model, [tok.encode(prompt).ids], 24, stop_ids=stop_token_ids(tok, tok_cfg))[0]
     assert answer[-1] == tok.token_to_id("<|im_end|>")
     assert "Paris" in tok.decode(answer)
+
+
+def test_imported_model_takes_bitlinear_lora_and_packed_export(tiny, tmp_path):
+    """The seams apply to an imported model: its weights load into BitLinear projections, LoRA
+    wraps it (equal to the base at init), and the packed export of the BitNet model answers like
+    the BitLinear model and keeps the chat template."""
+    from ringbit.config import QuantConfig
+    from ringbit.models.io import read_model_meta, save_model_dir
+    from ringbit.models.lora import apply_lora
+    from ringbit.models.transformer import Transformer
+    from ringbit.quant.export import export_packed
+
+    _, _, from_hf, _ = tiny
+    model, tok = load_model_dir(from_hf)
+    cfg, _, _ = read_model_meta(from_hf)
+    ids = torch.tensor([tok.encode(PROMPTS[1]).ids])
+    with torch.no_grad():
+        base = model(ids)
+        quant = QuantConfig(weight_bits=1.58, subln="none")
+        bitnet = Transformer(cfg, quant=quant).eval()
+        bitnet.load_state_dict(model.state_dict())  # BitLinear keeps nn.Linear's parameter names
+        ternary = bitnet(ids)
+        apply_lora(model, 4, 8.0)
+        assert torch.allclose(model(ids), base, atol=1e-6)  # B = 0 at init
+    assert not torch.allclose(ternary, base, atol=1e-3)  # quantization changed the function
+    src = save_model_dir(tmp_path / "b158", cfg, bitnet.state_dict(), (from_hf / "tokenizer.json").read_text(),
+                         quant=quant, tokenizer_config=read_tokenizer_config(from_hf))
+    export_packed(src, tmp_path / "packed")
+    packed, _ = load_model_dir(tmp_path / "packed")
+    with torch.no_grad():
+        assert torch.allclose(packed(ids), ternary, atol=1e-4)
+    assert read_tokenizer_config(tmp_path / "packed")["chat_template"] == read_tokenizer_config(from_hf)["chat_template"]
