@@ -6,7 +6,7 @@
 
 import sys
 
-from ringbit.cli import run_job_entrypoint
+from ringbit.workflows import run_job_entrypoint
 
 if __name__ == "__main__":
     sys.exit(run_job_entrypoint("pretrain", sys.argv[1:]))

@@ -1,7 +1,8 @@
 import pytest
 
 from conftest import REPO, ringbit
-from ringbit.config import ConfigError, PretrainConfig, SweepConfig, flatten, load_config
+from ringbit.config import ConfigError, PretrainConfig, flatten, load_config
+from ringbit.tune.space import SweepConfig
 
 CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml")
                  if not p.name.startswith(("sweep", "finetune", "agents")))

@@ -19,11 +19,11 @@ from ringbit.config import (
     ConfigError,
     PretrainConfig,
     ReactFinetuneConfig,
-    SweepConfig,
     load_config,
     validate,
     with_base_model,
 )
+from ringbit.tune.space import SweepConfig
 
 FIREACT = REPO.parent / "shared" / "fireact" / "hotpotqa_alpaca.json"
 IM_END, ENDOFTEXT = 2, 0  # ids in the tiny tokenizer (tests/tiny_llama.py SPECIAL)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import ringbit
-from ringbit.config import ConfigError, SweepConfig, load_config
+from ringbit.config import ConfigError, load_config
+from ringbit.tune.space import SweepConfig
 from ringbit.tune.space import base_config, grid, trial_config
 from ringbit.tune.sweep import SweepError, concurrency
 

@@ -14,59 +14,14 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ringbit.config import (
-    ComputerEvalConfig, ConfigError, FinetuneConfig, MemWalkerEvalConfig, PretrainConfig, ReactEvalConfig,
-    ReactFinetuneConfig, SweepConfig, load_config, to_yaml,
-)
+from ringbit.config import ConfigError, load_config, to_yaml
+from ringbit.console import fail
+from ringbit.workflows import WORKFLOWS
 
 app = typer.Typer(
     help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-
-# workflow -> (config schema, Ray job script, in-process runner)
-def _pretrain_runner(cfg):
-    from ringbit.train.pretrain import run_pretrain
-
-    return run_pretrain(cfg)
-
-
-def _sweep_runner(cfg):
-    from ringbit.tune.sweep import run_sweep
-
-    return run_sweep(cfg)
-
-
-def _finetune_runner(cfg):
-    from ringbit.evaluator.finetune import run_finetune
-
-    return run_finetune(cfg)
-
-
-def _react_finetune_runner(cfg):
-    from ringbit.agents.react.finetune import run_react_finetune
-
-    return run_react_finetune(cfg)
-
-
-def _eval_runner(kind: str) -> Callable[[Any], Any]:
-    def run(cfg):
-        from ringbit.agents import evaluation
-
-        return getattr(evaluation, f"run_{kind}_eval")(cfg)
-
-    return run
-
-
-WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
-    "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
-    "sweep": (SweepConfig, "jobs/sweep.py", _sweep_runner),
-    "finetune-evaluator": (FinetuneConfig, "jobs/finetune_evaluator.py", _finetune_runner),
-    "finetune-react": (ReactFinetuneConfig, "jobs/finetune_react.py", _react_finetune_runner),
-    "eval-computer": (ComputerEvalConfig, "jobs/eval_computer_agent.py", _eval_runner("computer")),
-    "eval-react": (ReactEvalConfig, "jobs/eval_react_agent.py", _eval_runner("react")),
-    "eval-memwalker": (MemWalkerEvalConfig, "jobs/eval_memwalker.py", _eval_runner("memwalker")),
-}
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Job YAML, e.g. jobs/configs/demo.yaml.")]
 SetOpt = Annotated[
@@ -96,11 +51,6 @@ def platform_options(
     from ringbit.services import ensure_client_env
 
     ensure_client_env()
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(code)
 
 
 def _settings():
@@ -793,23 +743,6 @@ def eval_memwalker(
     opts = {"n_docs": docs, "n_words": words, "segment_words": segment_words, "llm.url": llm_url,
             "llm.model": model, "llm.api": api}
     _eval("eval-memwalker", config, "agents-memwalker.yaml", opts, overrides, name, address, dry_run, follow_logs)
-
-
-def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
-    """`python jobs/<workflow>.py --config X [--set k=v]`: the same code as `ringbit submit`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"jobs/{workflow}.py", description=f"Run the {workflow} job.")
-    parser.add_argument("--config", required=True, help="job YAML")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY.PATH=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(WORKFLOWS[workflow][0], args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: invalid config {args.config}:\n{exc}", file=sys.stderr)
-        return 2
-    WORKFLOWS[workflow][2](cfg)
-    return 0
 
 
 # ---------------------------------------------------------------------------------- kubernetes

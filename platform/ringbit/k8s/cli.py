@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ringbit.console import fail
+
 from ringbit.k8s import DEFAULT_KUBERNETES_VERSION
 
 k8s_app = typer.Typer(
@@ -26,8 +28,6 @@ CrdsOpt = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    from ringbit.cli import fail
-
     return fail(message, code)
 
 

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ringbit.config import SweepConfig, flatten, to_yaml
+from ringbit.config import flatten, to_yaml
+from ringbit.tune.space import SweepConfig
 from ringbit.tune.trial import STATUS_TAG, SWEEP_TAG, run_trial, trial_name
 
 TRIAL_DRIVER_CPU = 0.01  # Tune rejects 0; the trial's workers hold the real resources
