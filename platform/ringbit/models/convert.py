@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ringbit.config import ModelConfig
+from ringbit.data.tokenizer import config_token
 
 
 class ModelImportError(ValueError):
@@ -334,7 +335,7 @@ def read_hf_folder(path: str | Path) -> Imported:
         raw = json.loads((path / "tokenizer_config.json").read_text())
         keep = ("chat_template", "bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token",
                 "clean_up_tokenization_spaces", "tokenizer_class")
-        tok_cfg = {k: _token_text(raw[k]) for k in keep if k in raw}
+        tok_cfg = {k: config_token(raw, k) for k in keep if k in raw}
     if (path / "chat_template.jinja").is_file():
         tok_cfg["chat_template"] = (path / "chat_template.jinja").read_text()
     tok_cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
@@ -343,11 +344,6 @@ def read_hf_folder(path: str | Path) -> Imported:
                   "source.name": str(hf.get("_name_or_path", path.name)),
                   "license": _hf_license(path)}
     return Imported(cfg, state, tok_file.read_text(), tok_cfg, provenance)
-
-
-def _token_text(value: Any) -> Any:
-    """tokenizer_config stores special tokens as strings or AddedToken dicts: keep the string."""
-    return value.get("content") if isinstance(value, dict) and "content" in value else value
 
 
 def _hf_license(path: Path) -> str:

@@ -19,13 +19,12 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from ringbit.config import ModelConfig, QuantConfig
-from ringbit.data.tokenizer import read_tokenizer_config  # noqa: F401 (re-exported: model folders have one)
+from ringbit.data.tokenizer import EOS, read_tokenizer_config  # noqa: F401 (re-exported: model folders have one)
 from ringbit.models.linear import get_linear_factory
 from ringbit.models.transformer import Transformer
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-DEFAULT_EOS = "<|endoftext|>"  # the platform tokenizer's end of text (ringbit.data.tokenizer.EOS)
 
 
 def write_model_dir(
@@ -61,10 +60,10 @@ def save_model_dir(
 def stop_token_ids(tokenizer, tokenizer_config: dict[str, Any]) -> set[int]:
     """Ids that end a generation: the model's eos token (SmolLM2-Instruct: <|im_end|>) and the
     end-of-text token, whichever the vocabulary has."""
-    ids = {tokenizer.token_to_id(t) for t in (tokenizer_config.get("eos_token"), DEFAULT_EOS) if t}
+    ids = {tokenizer.token_to_id(t) for t in (tokenizer_config.get("eos_token"), EOS) if t}
     ids.discard(None)
     if not ids:
-        raise ValueError(f"the tokenizer has neither an eos_token nor {DEFAULT_EOS}")
+        raise ValueError(f"the tokenizer has neither an eos_token nor {EOS}")
     return ids
 
 
