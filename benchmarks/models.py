@@ -1,6 +1,6 @@
 """Imported-model benchmark: SmolLM2-135M-Instruct on this machine's CPU cores.
 
-    python benchmarks/models.py [--new-tokens 64] [--repeats 3] [--sft-steps 4]
+    python benchmarks/models.py [--parts generation,ppl,sft] [--new-tokens 64] [--repeats 3] [--sft-steps 4]
 
 - generation: prompt tokens/s (prefill) and generated tokens/s (KV-cache decode), batch 1 and 4,
   greedy, of the ringbit backend (ringbit.models.generate over the imported folder) vs transformers'
@@ -147,25 +147,31 @@ def child_sft(folder: str, lora: bool, steps: int, seq_len: int) -> dict:
 
 
 def child_ppl(backend: str, folder: str, data: str, context: int, stride: int) -> dict:
-    """Log-perplexity of a text with `ringbit eval-ppl`'s sliding windows; for transformers the same
-    windows scored by its own loss (labels of already-scored tokens set to -100)."""
+    """Log-perplexity of a text with `ringbit eval-ppl`'s sliding windows over the token ids of the
+    imported folder's tokenizer; for transformers the same token ids and windows scored by its own
+    loss (labels of already-scored tokens set to -100). `own_tokens` is how many tokens the
+    backend's own tokenizer makes of the text (transformers' GGUF loader has no `smollm`
+    pre-tokenizer: it skips the digit split, so its count differs)."""
     import torch
+    from tokenizers import Tokenizer
 
     text = Path(data).read_text(errors="replace")
     began = time.perf_counter()
+    ids = torch.tensor(Tokenizer.from_file(str(Path(folder) / "tokenizer.json")).encode(text).ids)
     if backend == "ringbit":
         from ringbit.models.io import load_model_dir
         from ringbit.train.perplexity import sliding_window_nll
 
-        model, tok = load_model_dir(folder)
-        total, count = sliding_window_nll(model, torch.tensor(tok.encode(text).ids), context, stride)
+        model, _ = load_model_dir(folder)
+        total, count = sliding_window_nll(model, ids, context, stride)
+        own_tokens = len(ids)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = smollm2_gguf()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        own_tokens = len(tok(text, add_special_tokens=False)["input_ids"])
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-        ids = torch.tensor(tok(text, add_special_tokens=False)["input_ids"])
         total, count, scored_to = 0.0, 0, 1
         with torch.no_grad():
             for begin in range(0, len(ids) - 1, stride):
@@ -179,7 +185,8 @@ def child_ppl(backend: str, folder: str, data: str, context: int, stride: int) -
                     count, scored_to = count + n, end + 1
                 if end + 1 >= len(ids):
                     break
-    return {"log_ppl": total / count, "tokens": count, "seconds": time.perf_counter() - began}
+    return {"log_ppl": total / count, "tokens": count, "own_tokens": own_tokens,
+            "seconds": time.perf_counter() - began}
 
 
 def in_child(kind: str, **kwargs) -> dict:
@@ -199,6 +206,8 @@ def in_child(kind: str, **kwargs) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="generation,ppl,sft",
+                    help="Comma-separated parts to run after the import: generation, ppl, sft.")
     ap.add_argument("--new-tokens", type=int, default=64, help="Generated tokens per prompt.")
     ap.add_argument("--repeats", type=int, default=3, help="Rounds of (ringbit, transformers) processes.")
     ap.add_argument("--sft-steps", type=int, default=4, help="Timed optimizer steps per SFT mode.")
@@ -208,63 +217,73 @@ def main() -> None:
     ap.add_argument("--ppl-context", type=int, default=2048, help="eval-ppl window.")
     ap.add_argument("--out", type=Path, default=RESULTS / "models.json")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"generation", "ppl", "sft"}:
+        ap.error(f"--parts: unknown {sorted(parts - {'generation', 'ppl', 'sft'})}; choose from generation, ppl, sft")
     import torch
 
     results: dict = {"threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
-                     "prompts": len(PROMPTS)}
+                     "prompts": len(PROMPTS), "parts": sorted(parts), "ratios": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(Path(tmp) / "smollm2")
         results["import"] = in_child("import", out=folder)
         print(f"import: {results['import']['seconds']:.1f} s, peak RSS {results['import']['peak_rss_mb']:.0f} MB")
-        runs: dict[str, list[dict]] = {"ringbit": [], "transformers": []}
-        for r in range(args.repeats):
-            for backend in runs:
-                runs[backend].append(in_child("generate", backend=backend, folder=folder,
-                                              new_tokens=args.new_tokens))
-                print(f"round {r + 1}/{args.repeats} {backend}: {runs[backend][-1]}", flush=True)
-        gen = {}
-        for backend, rs in runs.items():
-            gen[backend] = {f"{b}_{k}": statistics.median(x[b][k] for x in rs)
-                            for b in ("b1", "b4") for k in ("prompt_tok_s", "gen_tok_s")}
-            gen[backend]["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
-        results["generation"] = gen
-        results["ppl"] = {backend: in_child("ppl", backend=backend, folder=folder, data=str(args.ppl_data),
-                                            context=args.ppl_context, stride=args.ppl_context // 2)
-                          for backend in ("ringbit", "transformers")}
-        results["sft"] = {mode: in_child("sft", folder=folder, lora=mode == "lora", steps=args.sft_steps,
-                                         seq_len=args.sft_seq_len) for mode in ("full", "lora")}
+        if "generation" in parts:
+            runs: dict[str, list[dict]] = {"ringbit": [], "transformers": []}
+            for r in range(args.repeats):
+                for backend in runs:
+                    runs[backend].append(in_child("generate", backend=backend, folder=folder,
+                                                  new_tokens=args.new_tokens))
+                    print(f"round {r + 1}/{args.repeats} {backend}: {runs[backend][-1]}", flush=True)
+            gen = {}
+            for backend, rs in runs.items():
+                gen[backend] = {f"{b}_{k}": statistics.median(x[b][k] for x in rs)
+                                for b in ("b1", "b4") for k in ("prompt_tok_s", "gen_tok_s")}
+                gen[backend]["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
+            results["generation"] = gen
+        if "ppl" in parts:
+            results["ppl"] = {backend: in_child("ppl", backend=backend, folder=folder, data=str(args.ppl_data),
+                                                context=args.ppl_context, stride=args.ppl_context // 2)
+                              for backend in ("ringbit", "transformers")}
+        if "sft" in parts:
+            results["sft"] = {mode: in_child("sft", folder=folder, lora=mode == "lora", steps=args.sft_steps,
+                                             seq_len=args.sft_seq_len) for mode in ("full", "lora")}
 
-    ours, theirs = results["generation"]["ringbit"], results["generation"]["transformers"]
-    print(f"\nSmolLM2-135M-Instruct, {results['threads']} threads, {args.new_tokens} new tokens, "
-          f"medians of {args.repeats}")
-    print(f"{'metric':<26}{'ringbit':>12}{'transformers':>14}{'ratio':>8}")
-    for key in ("b1_prompt_tok_s", "b1_gen_tok_s", "b4_prompt_tok_s", "b4_gen_tok_s", "peak_rss_mb"):
-        ratio = ours[key] / theirs[key]
-        results.setdefault("ratios", {})[key] = ratio
-        print(f"{key:<26}{ours[key]:>12.1f}{theirs[key]:>14.1f}{ratio:>8.2f}")
-    ppl = results["ppl"]
-    rel = abs(ppl["ringbit"]["log_ppl"] - ppl["transformers"]["log_ppl"]) / ppl["transformers"]["log_ppl"]
-    results["ratios"]["ppl_relative_difference"] = rel
-    print(f"\nlog-perplexity of {args.ppl_data.name} ({ppl['ringbit']['tokens']} tokens, context "
-          f"{args.ppl_context}): ringbit {ppl['ringbit']['log_ppl']:.5f}, transformers "
-          f"{ppl['transformers']['log_ppl']:.5f} (relative difference {rel:.2e})")
-    sft = results["sft"]
-    print(f"\nSFT ({args.sft_seq_len}-token sequences, one process): full {sft['full']['tok_s']:.0f} tok/s "
-          f"({sft['full']['peak_rss_mb']:.0f} MB), LoRA {sft['lora']['tok_s']:.0f} tok/s "
-          f"({sft['lora']['peak_rss_mb']:.0f} MB, {sft['lora']['trained_params']:,} trained), "
-          f"LoRA/full {sft['lora']['tok_s'] / sft['full']['tok_s']:.2f}x")
+    flat = {f"import.{k}": v for k, v in results["import"].items()}
+    if "generation" in results:
+        ours, theirs = results["generation"]["ringbit"], results["generation"]["transformers"]
+        print(f"\nSmolLM2-135M-Instruct, {results['threads']} threads, {args.new_tokens} new tokens, "
+              f"medians of {args.repeats}")
+        print(f"{'metric':<26}{'ringbit':>12}{'transformers':>14}{'ratio':>8}")
+        for key in ("b1_prompt_tok_s", "b1_gen_tok_s", "b4_prompt_tok_s", "b4_gen_tok_s", "peak_rss_mb"):
+            ratio = ours[key] / theirs[key]
+            results["ratios"][key] = ratio
+            print(f"{key:<26}{ours[key]:>12.1f}{theirs[key]:>14.1f}{ratio:>8.2f}")
+        flat.update({f"{b}.{k}": v for b, d in results["generation"].items() for k, v in d.items()})
+    if "ppl" in results:
+        ppl = results["ppl"]
+        rel = abs(ppl["ringbit"]["log_ppl"] - ppl["transformers"]["log_ppl"]) / ppl["transformers"]["log_ppl"]
+        results["ratios"]["ppl_relative_difference"] = rel
+        print(f"\nlog-perplexity of {args.ppl_data.name} (the same {ppl['ringbit']['tokens']} tokens, context "
+              f"{args.ppl_context}): ringbit {ppl['ringbit']['log_ppl']:.5f}, transformers "
+              f"{ppl['transformers']['log_ppl']:.5f} (relative difference {rel:.2e}); own tokenizers: ringbit "
+              f"{ppl['ringbit']['own_tokens']} tokens, transformers' GGUF tokenizer {ppl['transformers']['own_tokens']}")
+        flat.update({f"ppl.{b}.{k}": v for b, d in ppl.items() for k, v in d.items()})
+    if "sft" in results:
+        sft = results["sft"]
+        print(f"\nSFT ({args.sft_seq_len}-token sequences, one process): full {sft['full']['tok_s']:.0f} tok/s "
+              f"({sft['full']['peak_rss_mb']:.0f} MB), LoRA {sft['lora']['tok_s']:.0f} tok/s "
+              f"({sft['lora']['peak_rss_mb']:.0f} MB, {sft['lora']['trained_params']:,} trained), "
+              f"LoRA/full {sft['lora']['tok_s'] / sft['full']['tok_s']:.2f}x")
+        flat.update({f"sft.{m}.{k}": v for m, d in sft.items() for k, v in d.items()})
+    flat.update({f"ratio.{k}": v for k, v in results["ratios"].items()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     from ringbit.tracking import log_benchmark_run
 
-    flat = {f"{b}.{k}": v for b, d in results["generation"].items() for k, v in d.items()}
-    flat.update({f"ratio.{k}": v for k, v in results["ratios"].items()})
-    flat.update({f"sft.{m}.{k}": v for m, d in sft.items() for k, v in d.items()})
-    flat.update({f"ppl.{b}.{k}": v for b, d in ppl.items() for k, v in d.items()})
-    flat.update({f"import.{k}": v for k, v in results["import"].items()})
     log_benchmark_run("models-smollm2", {"new_tokens": args.new_tokens, "repeats": args.repeats,
-                                         "threads": results["threads"]}, flat, [args.out])
+                                         "threads": results["threads"], "parts": args.parts}, flat, [args.out])
 
 
 if __name__ == "__main__":

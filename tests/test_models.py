@@ -85,6 +85,32 @@ def test_save_and_load_round_trip(tmp_path):
     assert tok2.encode("hello").ids == tok.encode("hello").ids
 
 
+def test_load_weights_streams_strictly_and_keeps_ties(tmp_path):
+    import pytest
+    from safetensors.torch import save_file, save_model
+
+    from ringbit.models.io import load_weights
+
+    torch.manual_seed(0)
+    tied = SMALL.model_copy(update={"tie_embeddings": True})
+    source, target = Transformer(tied), Transformer(tied)
+    save_model(source, str(tmp_path / "w.safetensors"))  # one name for the tied embedding/LM head
+    load_weights(target, tmp_path / "w.safetensors")
+    assert target.lm_head.weight is target.embed.weight
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+
+    state = {k: v.clone() for k, v in source.state_dict().items() if k != "lm_head.weight"}
+    state["norm.weight"] = torch.ones(3)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"wrong shape norm.weight \(3,\)"):
+        load_weights(target, tmp_path / "bad.safetensors")
+    del state["blocks.0.attn.wq.weight"], state["norm.weight"]
+    state["extra"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="missing blocks.0.attn.wq.weight, unexpected extra"):
+        load_weights(target, tmp_path / "bad.safetensors")
+
+
 def test_generate_extends_sequence():
     model = Transformer(SMALL).eval()
     out = model.generate(torch.zeros(1, 3, dtype=torch.long), 5)

@@ -187,7 +187,10 @@ def read_gguf(path: str | Path) -> Imported:
                                    f"dequantized: {exc}") from None
         # GGUF lists dimensions innermost first; the data is already row-major [out, in].
         shape = tuple(int(x) for x in reversed(t.shape.tolist()))
-        state[target] = torch.from_numpy(np.array(array, dtype=np.float32).reshape(shape))
+        array = np.asarray(array, dtype=np.float32)
+        if not array.flags.writeable:  # an F32 tensor is a view of the read-only memmap
+            array = array.copy()
+        state[target] = torch.from_numpy(array.reshape(shape))
     check_state_dict(cfg, state, str(path))
 
     tokenizer_json, tok_cfg = gguf_tokenizer(meta, path)

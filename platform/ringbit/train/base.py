@@ -24,17 +24,6 @@ def load_base_weights(model: torch.nn.Module, folder: str | Path) -> None:
     """Copy model.safetensors into `model` (strict: every parameter, same shapes). BitLinear keeps
     nn.Linear's parameter names, so FP weights load into a BitNet model of the same architecture
     (continued training in 1 or 1.58 bits from the pretrained latent weights)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_model
+    from ringbit.models.io import load_weights
 
-    path = Path(folder) / "model.safetensors"
-    try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ValueError(f"{path} does not fit the model: {exc}") from None
-    missing, unexpected = sorted(missing), sorted(unexpected)  # tied weights are handled by load_model
-    if missing or unexpected:
-        with safe_open(str(path), "pt") as f:
-            have = len(list(f.keys()))
-        raise ValueError(f"{path} ({have} tensors) does not fit the model: missing "
-                         f"{', '.join(missing[:4]) or 'nothing'}, unexpected {', '.join(unexpected[:4]) or 'nothing'}")
+    load_weights(model, Path(folder) / "model.safetensors")

@@ -99,11 +99,10 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
     from ray.train import Checkpoint
-    from safetensors.torch import load_model
 
     from ringbit.data.tokenizer import read_tokenizer_config
     from ringbit.models import Transformer
-    from ringbit.models.io import read_model_meta, save_model_dir
+    from ringbit.models.io import load_weights, read_model_meta, save_model_dir
     from ringbit.train.engine import build_optimizer, deepspeed_config
     from ringbit.train.loop import full_state_dict, peak_memory_mb
     from ringbit.train.perplexity import perplexity
@@ -122,7 +121,7 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
         raise ValueError("fine-tune the unpacked model; packed models are for inference")
     mcfg = mcfg.model_copy(update={"max_seq_len": max(mcfg.max_seq_len, cfg.max_seq_len)})
     model = Transformer(mcfg, quant=quant)
-    load_model(model, str(base / "model.safetensors"))
+    load_weights(model, base / "model.safetensors")
     if cfg.lora:  # adapters only; merged into plain weights when the model is saved
         if quant is not None:
             raise ValueError("lora: the base model is quantized (BitLinear); fine-tune it without lora")
