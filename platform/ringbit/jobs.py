@@ -6,6 +6,7 @@ import asyncio
 import re
 import shlex
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -72,32 +73,67 @@ def parse_progress(line: str) -> tuple[int, int, dict[str, float]] | None:
     return int(m.group(1)), int(m.group(2)), values
 
 
-def _tail(address: str, job_id: str, log_file: Path, on_line, display) -> str:
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """What a busy or restarting dashboard raises: requests' errors are OSErrors, aiohttp's are not."""
+    import aiohttp
+
+    return (OSError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def _tail(address: str, job_id: str, log_file: Path, on_line, display, retry_s: float = 5.0,
+          give_up_after_s: float = 300.0) -> str:
     """Stream a job's logs into log_file, calling on_line per line inside the `display` context;
-    returns the final status. Ctrl-C detaches (the job keeps running)."""
+    returns the final status. Ctrl-C detaches (the job keeps running). A dropped connection to the
+    dashboard (a loaded head node drops them) is retried every `retry_s` seconds for up to
+    `give_up_after_s`; the log stream restarts from the beginning, so what was seen is skipped."""
     from ray.job_submission import JobStatus
 
     client = job_client(address)
+    transient = _transient_errors()
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    seen = 0  # characters of the job's log already written and parsed
 
     async def tail() -> None:
+        nonlocal seen
         with log_file.open("a") as out:
+            skip = seen
             async for chunk in client.tail_job_logs(job_id):
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                    if not chunk:
+                        continue
+                seen += len(chunk)
                 out.write(chunk)
                 out.flush()
                 for line in chunk.splitlines():
                     on_line(line)
 
+    def with_retries(call):
+        waited = 0.0
+        while True:
+            try:
+                return call()
+            except transient as exc:
+                if waited >= give_up_after_s:
+                    raise SystemExit(f"lost the Ray dashboard at {address} for {give_up_after_s:.0f} s "
+                                     f"({type(exc).__name__}); the job may still run: ringbit logs {job_id} "
+                                     "--follow") from None
+                print(f"\nconnection to the Ray dashboard dropped ({type(exc).__name__}); "
+                      f"retrying in {retry_s:.0f} s", file=sys.stderr)
+                time.sleep(retry_s)
+                waited += retry_s
+
     try:
         with display:
-            asyncio.run(tail())
+            with_retries(lambda: asyncio.run(tail()))
     except KeyboardInterrupt:
         print(f"\ndetached; the job keeps running. Follow: ringbit logs {job_id} --follow; "
               f"stop: ringbit stop {job_id}")
         return "DETACHED"
-    status = client.get_job_status(job_id)
+    status = with_retries(lambda: client.get_job_status(job_id))
     if status != JobStatus.SUCCEEDED:
-        tail_lines = client.get_job_logs(job_id).splitlines()[-25:]
+        tail_lines = with_retries(lambda: client.get_job_logs(job_id)).splitlines()[-25:]
         print("\n".join(tail_lines), file=sys.stderr)
     return str(status.value if hasattr(status, "value") else status)
 
