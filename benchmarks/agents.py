@@ -30,7 +30,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 def make_model(out: Path) -> Path:
     import torch
 
-    from ringbit.config import ModelConfig
+    from ringbit.models.config import ModelConfig
     from ringbit.data.corpus import builtin_documents
     from ringbit.data.tokenizer import train_tokenizer
     from ringbit.models import Transformer
@@ -94,7 +94,7 @@ def main() -> None:
     import ray
 
     from ringbit.agents.llm import DEFAULT_URL, LLMUnavailable, build_agent_llm
-    from ringbit.config import AgentLLMConfig
+    from ringbit.agents.config import AgentLLMConfig
     from ringbit.services import PlatformSettings, ensure_client_env
     from ringbit.tracking import log_benchmark_run
 

@@ -37,7 +37,10 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ringbit.config import ModelConfig, PretrainConfig, QuantConfig, load_config  # noqa: E402
+from ringbit.config import load_config  # noqa: E402
+from ringbit.models.config import ModelConfig  # noqa: E402
+from ringbit.quant.config import QuantConfig  # noqa: E402
+from ringbit.train.config import PretrainConfig  # noqa: E402
 from ringbit.models import Transformer  # noqa: E402
 from ringbit.quant.bitlinear import BitLinear  # noqa: E402
 from ringbit.quant.export import pack_model, size_report  # noqa: E402

@@ -115,7 +115,8 @@ def main() -> None:
 
     import ray
 
-    from ringbit.config import PretrainConfig, load_config
+    from ringbit.config import load_config
+    from ringbit.train.config import PretrainConfig
     from ringbit.data.prepare import prepare
 
     cfg = load_config(PretrainConfig, args.config, [

@@ -50,7 +50,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ringbit.config import ModelConfig
+from ringbit.models.config import ModelConfig
 from ringbit.models import Transformer, count_parameters
 from ringbit.parallel.blockwise import any_visible, blockwise_attention, merge, plan_blocks
 from ringbit.parallel.layout import LAYOUTS, chunk_count, shard_positions

@@ -37,7 +37,7 @@ EVAL_ITEM = {"reference": "The for statement is used to iterate over the element
 def make_model(out: Path) -> Path:
     import torch
 
-    from ringbit.config import ModelConfig
+    from ringbit.models.config import ModelConfig
     from ringbit.data.corpus import builtin_documents
     from ringbit.data.tokenizer import train_tokenizer
     from ringbit.models import Transformer

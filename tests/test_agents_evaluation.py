@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from conftest import REPO, free_port, ringbit
-from ringbit.config import ComputerEvalConfig, ConfigError, ModelConfig, ReactEvalConfig, load_config
+from ringbit.agents.computer.config import ComputerEvalConfig, with_resolved_tasks
+from ringbit.agents.react.config import ReactEvalConfig
+from ringbit.config import ConfigError
+from ringbit.models.config import ModelConfig
+from ringbit.workflows import load_workflow_config
 
 FIREACT = REPO.parent / "shared" / "fireact" / "hotpotqa_alpaca.json"
 needs_fireact = pytest.mark.skipif(not FIREACT.exists(), reason=f"FireAct trajectories not found at {FIREACT}")
@@ -31,8 +35,16 @@ def test_seed_ranges_and_limits():
                        ({"trials": 11}, "trials"), ({"tasks": ["click-buton"]}, "tasks"),
                        ({"llm": {"url": "localhost:8000"}}, "llm.url")]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-            load_config(ComputerEvalConfig, REPO / "jobs/configs/agents-computer.yaml",
-                        [f"{k}={json.dumps(v)}" for k, v in bad.items()])
+            load_workflow_config("eval-computer", REPO / "jobs/configs/agents-computer.yaml",
+                                 [f"{k}={json.dumps(v)}" for k, v in bad.items()])
+
+
+def test_task_names_are_checked_when_the_workflow_starts():
+    # validating the schema needs no browser stack; the workflow's preflight checks the names
+    cfg = ComputerEvalConfig(tasks=["click-buton", "miniwob/click-button-v1"])
+    with pytest.raises(ConfigError, match=r"^tasks: unknown MiniWoB task 'click-buton' \(close matches: click-button"):
+        with_resolved_tasks(cfg)
+    assert with_resolved_tasks(cfg.model_copy(update={"tasks": ["miniwob/click-button-v1"]})).tasks == ["click-button"]
 
 
 def test_react_eval_config_resolves_files(tmp_path, monkeypatch):
@@ -51,6 +63,19 @@ def test_cli_rejects_bad_input_with_exit_2():
     assert proc.returncode == 2 and "trials" in proc.stderr and "Traceback" not in proc.stderr
     proc = ringbit("agents", "eval", "react", "--questions", "nowhere.json", "--dry-run")
     assert proc.returncode == 2 and "questions" in proc.stderr and "no file" in proc.stderr
+    proc = ringbit("agents", "eval", "computer", "--tasks", "click-buton", "--dry-run")
+    assert proc.returncode == 2 and "tasks: unknown MiniWoB task 'click-buton'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_job_script_rejects_unknown_task_with_exit_2():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "jobs/eval_computer_agent.py", "--config", "jobs/configs/agents-computer.yaml",
+                           "--set", "tasks=[click-buton]"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "tasks: unknown MiniWoB task 'click-buton'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ jobs on the platform

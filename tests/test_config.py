@@ -1,7 +1,8 @@
 import pytest
 
 from conftest import REPO, ringbit
-from ringbit.config import ConfigError, PretrainConfig, flatten, load_config
+from ringbit.config import ConfigError, flatten, load_config
+from ringbit.train.config import PretrainConfig
 from ringbit.tune.space import SweepConfig
 
 CONFIGS = sorted(p for p in (REPO / "jobs" / "configs").glob("*.yaml")
@@ -22,7 +23,7 @@ def test_shipped_sweep_configs_are_valid(path):
 
 
 def test_shipped_finetune_config_is_valid():
-    from ringbit.config import FinetuneConfig
+    from ringbit.evaluator.config import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, REPO / "jobs/configs/finetune-evaluator.yaml")
     assert cfg.mlflow.registered_model == "ringbit-instructscore" and cfg.max_seq_len >= 256

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ringbit.config import DataConfig
+from ringbit.data.config import DataConfig
 from ringbit.data.corpus import BUILTIN, TOPICS, builtin_documents, read_documents
 from ringbit.data.loader import TrainBatches, eval_batches
 from ringbit.data.prepare import fingerprint, in_validation, load_split, prepare

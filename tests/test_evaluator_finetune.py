@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import free_port, ringbit
-from ringbit.config import ModelConfig
+from ringbit.models.config import ModelConfig
 from ringbit.evaluator.finetune import IGNORE, to_tensors, tokenize_examples
 
 CFG = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)

@@ -15,7 +15,7 @@ import requests
 import torch
 
 from conftest import free_port, ringbit
-from ringbit.config import ModelConfig
+from ringbit.models.config import ModelConfig
 from ringbit.llm.client import LLMClient, LLMError
 
 CFG = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=128)  # the demo's context

@@ -196,7 +196,7 @@ def test_imported_model_takes_bitlinear_lora_and_packed_export(tiny, tmp_path):
     """The seams apply to an imported model: its weights load into BitLinear projections, LoRA
     wraps it (equal to the base at init), and the packed export of the BitNet model answers like
     the BitLinear model and keeps the chat template."""
-    from ringbit.config import QuantConfig
+    from ringbit.quant.config import QuantConfig
     from ringbit.models.io import read_model_meta, save_model_dir
     from ringbit.models.lora import apply_lora
     from ringbit.models.transformer import Transformer

@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.models import Transformer
 from ringbit.models.generate import KVCache, generate
 from ringbit.quant.export import pack_model

@@ -4,7 +4,8 @@ them gives a plain model with the same outputs."""
 import pytest
 import torch
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.models import Transformer
 from ringbit.models.lora import LoRALinear, apply_lora, merge_lora_state
 

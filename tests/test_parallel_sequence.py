@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from ringbit.config import PretrainConfig, load_config
+from ringbit.config import load_config
+from ringbit.train.config import PretrainConfig
 from ringbit.parallel.layout import padded_length, shard_positions, unshard
 from ringbit.parallel.sequence import IGNORE, SequenceParallel
 

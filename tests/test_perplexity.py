@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import free_port
-from ringbit.config import ModelConfig
+from ringbit.models.config import ModelConfig
 from ringbit.data.loader import eval_batches
 from ringbit.models import Transformer
 from ringbit.train.perplexity import all_reduce_sums, nll_sums, perplexity, sliding_window_nll

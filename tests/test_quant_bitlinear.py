@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.models import Transformer
 from ringbit.quant.bitlinear import BitLinear, sub_layer_norm
 from ringbit.quant.quantizers import (
@@ -117,7 +118,7 @@ def test_transformer_quantizes_projections_only():
 def test_config_rejects_unknown_bits_and_indivisible_groups():
     from pydantic import ValidationError
 
-    from ringbit.config import PretrainConfig
+    from ringbit.train.config import PretrainConfig
 
     with pytest.raises(ValidationError, match="weight_bits 3 is not supported"):
         QuantConfig(weight_bits=3)

@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.models import Transformer
 import torch.nn.functional as F
 

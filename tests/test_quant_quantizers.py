@@ -94,7 +94,7 @@ def test_shifted_variant_scales_into_zero_to_q():
 
 
 def test_straight_through_gradient_is_identity_inside_the_clip_range():
-    from ringbit.config import QuantConfig
+    from ringbit.quant.config import QuantConfig
     from ringbit.quant.bitlinear import BitLinear
 
     layer = BitLinear(11, 11, QuantConfig(weight_bits=16, activation_bits=8, subln="none"))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from ringbit.config import PretrainConfig, load_config
+from ringbit.config import load_config
+from ringbit.train.config import PretrainConfig
 from ringbit.data.loader import eval_batches
 from ringbit.data.prepare import load_split, prepare
 from ringbit.models.io import load_model_dir

@@ -15,14 +15,9 @@ import pytest
 import torch
 
 from conftest import REPO, ringbit
-from ringbit.config import (
-    ConfigError,
-    PretrainConfig,
-    ReactFinetuneConfig,
-    load_config,
-    validate,
-    with_base_model,
-)
+from ringbit.agents.react.config import ReactFinetuneConfig
+from ringbit.config import ConfigError, load_config, validate
+from ringbit.train.config import PretrainConfig, with_base_model
 from ringbit.tune.space import SweepConfig
 
 FIREACT = REPO.parent / "shared" / "fireact" / "hotpotqa_alpaca.json"
@@ -296,7 +291,8 @@ def test_ring_attention_and_bitnet_b158_continue_from_the_base_weights(platform_
 
 
 def test_sweep_trials_continue_from_the_base(platform_env, tiny_base, corpus, data_cache, tmp_path):
-    from ringbit.config import QuantConfig, parse_override
+    from ringbit.config import parse_override
+    from ringbit.quant.config import QuantConfig
     from ringbit.data.prepare import prepare
     from ringbit.tune.sweep import run_sweep
 

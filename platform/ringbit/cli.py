@@ -14,9 +14,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ringbit.config import ConfigError, load_config, to_yaml
+from ringbit.config import ConfigError, to_yaml
 from ringbit.console import fail
-from ringbit.workflows import WORKFLOWS
+from ringbit.workflows import WORKFLOWS, load_workflow_config
 
 app = typer.Typer(
     help="ringbit: pretrain long-context and low-bit LMs on Ray + DeepSpeed, tracked in MLflow.",
@@ -63,7 +63,7 @@ def _load(workflow: str, config: Path, overrides: list[str] | None):
     if workflow not in WORKFLOWS:
         raise fail(f"unknown workflow {workflow!r}; choose one of: {', '.join(WORKFLOWS)}", 2)
     try:
-        return load_config(WORKFLOWS[workflow][0], config, overrides)
+        return load_workflow_config(workflow, config, overrides)
     except ConfigError as exc:
         raise fail(f"invalid config {config}:\n{exc}", 2) from None
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from ringbit.config import (
-    ComputerEvalConfig, ConfigError, FinetuneConfig, MemWalkerEvalConfig, PretrainConfig, ReactEvalConfig,
-    ReactFinetuneConfig, load_config,
-)
+from ringbit.agents.computer.config import ComputerEvalConfig, with_resolved_tasks
+from ringbit.agents.memwalker_config import MemWalkerEvalConfig
+from ringbit.agents.react.config import ReactEvalConfig, ReactFinetuneConfig
+from ringbit.config import ConfigError, load_config
+from ringbit.evaluator.config import FinetuneConfig
+from ringbit.train.config import PretrainConfig
 from ringbit.tune.space import SweepConfig
 
 
@@ -58,6 +60,21 @@ WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
     "eval-memwalker": (MemWalkerEvalConfig, "jobs/eval_memwalker.py", _eval_runner("memwalker")),
 }
 
+# workflow -> the checks that need the workflow's own runtime (the browser stack for
+# eval-computer), run when the workflow starts rather than when its schema validates: a
+# ConfigError here is reported like any config error (exit 2).
+PREFLIGHT: dict[str, Callable[[Any], Any]] = {
+    "eval-computer": with_resolved_tasks,
+}
+
+
+def load_workflow_config(workflow: str, path: Any, overrides: list[str] | None = None) -> Any:
+    """The workflow's config from YAML + `--set` overrides, validated and preflight-checked: what
+    `ringbit submit` does before submitting and a job script does before it runs."""
+    cfg = load_config(WORKFLOWS[workflow][0], path, overrides)
+    check = PREFLIGHT.get(workflow)
+    return check(cfg) if check else cfg
+
 
 def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     """`python jobs/<workflow>.py --config X [--set k=v]`: the same code as `ringbit submit`."""
@@ -68,7 +85,7 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY.PATH=VALUE")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(WORKFLOWS[workflow][0], args.config, args.overrides)
+        cfg = load_workflow_config(workflow, args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return 2

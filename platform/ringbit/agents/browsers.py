@@ -45,7 +45,7 @@ class BrowserWorker:
         """A Ray streaming generator: every event of the episode, then {"type": "result", ...}."""
         from ringbit.agents.computer.agent import run_episode
         from ringbit.agents.llm import build_agent_llm
-        from ringbit.config import AgentLLMConfig
+        from ringbit.agents.config import AgentLLMConfig
 
         events: queue.Queue = queue.Queue()
         outcome: dict[str, Any] = {}

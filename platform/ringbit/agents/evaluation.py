@@ -18,7 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from ringbit.config import ComputerEvalConfig, MemWalkerEvalConfig, ReactEvalConfig, flatten
+from ringbit.agents.computer.config import ComputerEvalConfig, with_resolved_tasks
+from ringbit.agents.memwalker_config import MemWalkerEvalConfig
+from ringbit.agents.react.config import ReactEvalConfig
+from ringbit.config import flatten
 
 
 def _progress(done: int, total: int, **values: float) -> None:
@@ -141,6 +144,7 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
     from ringbit.services import ensure_client_env
 
     ensure_client_env()
+    cfg = with_resolved_tasks(cfg)  # canonical task names; the job's loader has checked them already
     llm = _check_llm(cfg)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
@@ -240,7 +244,7 @@ def react_tools(cfg: ReactEvalConfig) -> dict[str, Any]:
 def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
     from ringbit.agents.react.evaluate import evaluate_react, summarize
     from ringbit.agents.runs import log_jsonl, mlflow_run
-    from ringbit.config import AgentLLMConfig
+    from ringbit.agents.config import AgentLLMConfig
     from ringbit.services import ensure_client_env
 
     ensure_client_env()
@@ -278,7 +282,7 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
 def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
     from ringbit.agents.longdoc import evaluate_memwalker, make_eval_set
     from ringbit.agents.runs import log_jsonl, mlflow_run
-    from ringbit.config import AgentLLMConfig
+    from ringbit.agents.config import AgentLLMConfig
     from ringbit.services import ensure_client_env
 
     ensure_client_env()

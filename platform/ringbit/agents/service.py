@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
-from ringbit.config import MAX_SEED, AgentLLMConfig
+from ringbit.agents.config import MAX_SEED, AgentLLMConfig
 from ringbit.llm.openai_api import error_body
 from ringbit.llm.service import make_api, serve_prefix_root
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ringbit.config import DataConfig
+from ringbit.data.config import DataConfig
 from ringbit.data.corpus import BUILTINS, corpus_files, corpus_kind, read_documents
 from ringbit.data.tokenizer import (
     document_eos_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ringbit.config import FinetuneConfig
+from ringbit.evaluator.config import FinetuneConfig
 from ringbit.train.sft import IGNORE, Pairs, run_sft, to_tensors, tokenize_pairs
 
 __all__ = ["IGNORE", "instructscore_pairs", "run_finetune", "to_tensors", "tokenize_examples"]

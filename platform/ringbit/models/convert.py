@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ringbit.config import ModelConfig
+from ringbit.models.config import ModelConfig
 from ringbit.data.tokenizer import config_token
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_model
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.data.tokenizer import EOS, read_tokenizer_config  # noqa: F401 (re-exported: model folders have one)
 from ringbit.models.linear import get_linear_factory
 from ringbit.models.transformer import Transformer

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from torch import nn
 
-from ringbit.config import QuantConfig
+from ringbit.quant.config import QuantConfig
 
 
 class LinearFactory(Protocol):

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringbit.config import ModelConfig, QuantConfig
+from ringbit.models.config import ModelConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.models.attention import AttentionFn, get_attention
 from ringbit.models.generate import KVCache
 from ringbit.models.linear import LinearFactory, get_linear_factory

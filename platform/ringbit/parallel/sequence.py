@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from ringbit.config import ParallelConfig
+from ringbit.parallel.config import ParallelConfig
 from ringbit.parallel.layout import pad_to, padded_length, shard_positions
 
 IGNORE = -100  # cross_entropy's ignore_index: padded positions are no prediction targets

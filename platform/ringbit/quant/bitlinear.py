@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringbit.config import QuantConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.quant.quantizers import (
     Quantized,
     activation_levels,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ringbit.config import QuantConfig
+from ringbit.quant.config import QuantConfig
 from ringbit.quant.bitlinear import BitLinear, integer_linear
 from ringbit.quant.kernel import lowbit_matmul
 from ringbit.quant.packing import FORMATS, pack

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ringbit.config import PretrainConfig, TrainConfig
+from ringbit.train.config import PretrainConfig, TrainConfig
 
 
 def use_bf16(precision: str, on_gpu: bool) -> bool:

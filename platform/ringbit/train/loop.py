@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ringbit.config import PretrainConfig
+from ringbit.train.config import PretrainConfig
 from ringbit.data.loader import TrainBatches, eval_batches
 from ringbit.data.prepare import load_split
 from ringbit.models import Transformer

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ringbit.config import PretrainConfig, flatten, to_yaml, with_base_model
+from ringbit.config import flatten, to_yaml
+from ringbit.train.config import PretrainConfig, with_base_model
 from ringbit.train.resources import placement_note
 
 

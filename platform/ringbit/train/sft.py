@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ringbit.config import PretrainConfig, SFTConfig, flatten
+from ringbit.config import flatten
+from ringbit.train.config import PretrainConfig, SFTConfig
 from ringbit.train.resources import placement_note
 
 IGNORE = -100

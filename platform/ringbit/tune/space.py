@@ -8,20 +8,18 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ringbit.config import (
-    WEIGHT_BITS,
-    WEIGHT_BITS_CHOICES,
     ConfigError,
-    PretrainConfig,
     StrictModel,
-    ValidationError,
     apply_overrides,
     flatten,
     format_validation_error,
     load_config,
 )
+from ringbit.quant.config import WEIGHT_BITS, WEIGHT_BITS_CHOICES
+from ringbit.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ringbit.config import PretrainConfig, flatten
+from ringbit.config import flatten
+from ringbit.train.config import PretrainConfig
 from ringbit.tune.space import SweepConfig
 
 PARENT_TAG = "mlflow.parentRunId"  # how the MLflow UI nests runs

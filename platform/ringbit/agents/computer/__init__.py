@@ -10,14 +10,21 @@ Modules: screen (DOM -> screen lines), actions (plan lines <-> actions <-> MiniW
 (the browser), agent (the loop).
 """
 
-from ringbit.agents.computer.actions import Action, ActionParseError, format_action, parse_action
-from ringbit.agents.computer.agent import TASKS_DEFAULT, EpisodeResult, run_episode
-from ringbit.agents.computer.env import (BrowserError, MiniWoBEnv, Observation, StepResult,
-                                         browser_missing, configure_browser, resolve_task,
-                                         task_names)
-from ringbit.agents.computer.memory import ReflectionMemory
-from ringbit.agents.computer.prompts import ReflectionAnswer, parse_reflection
-from ringbit.agents.computer.screen import format_screen, grid_cell
+from __future__ import annotations
+
+import importlib
+
+# name -> submodule; loaded on first use, so the job config (ringbit.agents.computer.config)
+# imports without the browser stack (gymnasium, miniwob, selenium)
+_EXPORTS = {
+    "Action": "actions", "ActionParseError": "actions", "format_action": "actions", "parse_action": "actions",
+    "TASKS_DEFAULT": "agent", "EpisodeResult": "agent", "run_episode": "agent",
+    "BrowserError": "env", "MiniWoBEnv": "env", "Observation": "env", "StepResult": "env",
+    "browser_missing": "env", "configure_browser": "env", "resolve_task": "env", "task_names": "env",
+    "ReflectionMemory": "memory",
+    "ReflectionAnswer": "prompts", "parse_reflection": "prompts",
+    "format_screen": "screen", "grid_cell": "screen",
+}
 
 __all__ = [
     "TASKS_DEFAULT", "Action", "ActionParseError", "BrowserError", "EpisodeResult", "MiniWoBEnv",
@@ -25,3 +32,9 @@ __all__ = [
     "configure_browser", "format_action", "format_screen", "grid_cell", "parse_action",
     "parse_reflection", "resolve_task", "run_episode", "task_names",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from ringbit.agents.react.sft import sft_pairs, split_trajectories
 from ringbit.agents.react.trajectories import read_trajectories
-from ringbit.config import ReactFinetuneConfig
+from ringbit.agents.react.config import ReactFinetuneConfig
 from ringbit.train.sft import Pairs, run_sft
 
 

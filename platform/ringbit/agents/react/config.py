@@ -1,0 +1,74 @@
+"""The FireAct ReAct jobs' configs: fine-tuning on trajectories (`ringbit submit finetune-react`)
+and evaluation on HotpotQA-style questions (`ringbit agents eval react`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ringbit.agents.config import AgentLLMConfig
+from ringbit.config import StrictModel, existing_user_file
+from ringbit.train.config import SFTConfig, TrackingConfig
+
+
+class ReactDataConfig(StrictModel):
+    """FireAct trajectories (Alpaca JSON/JSONL or chat JSONL) to fine-tune a ReAct agent on."""
+
+    trajectories: str = Field(..., description="Trajectory file; a relative path is read from where you submit.")
+    n_val: int = Field(50, ge=1, description="Held-out trajectories (val_ppl over their tokens).")
+    max_train: int | None = Field(None, ge=1, description="Use at most this many training trajectories.")
+    seed: int = Field(0, description="Seed of the train/held-out split.")
+
+
+class ReactFinetuneConfig(SFTConfig):
+    """FireAct: fine-tune a platform LM on ReAct trajectories (question -> Thought/Action/
+    Observation ... finish[answer]); the agent then runs with the same prompt format."""
+
+    max_seq_len: int = Field(1024, ge=64, description="Prompt + trajectory tokens kept (RoPE extends to it).")
+    data: ReactDataConfig
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(
+        experiment="ringbit-agents", registered_model="ringbit-react"))
+
+    @field_validator("data", mode="after")
+    @classmethod
+    def _file_exists(cls, data: ReactDataConfig) -> ReactDataConfig:
+        path = existing_user_file(data.trajectories, "pass a FireAct trajectory file, e.g. "
+                                  "--set data.trajectories=../shared/fireact/hotpotqa_alpaca.json", "data.trajectories")
+        return data.model_copy(update={"trajectories": path})
+
+
+class ReactEvalConfig(StrictModel):
+    """Evaluate a ReAct agent (FireAct) on HotpotQA-style questions: EM and F1 to MLflow."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
+    questions: str = Field(..., description="FireAct trajectories (gold = their finish[] answers) or JSONL of "
+                                            "{question, answer}; a relative path is read from where you submit.")
+    split: Literal["all", "heldout"] = Field(
+        "all", description="heldout = only the questions the fine-tuning job held out (same n_val and seed).")
+    n_val: int = Field(50, ge=1, description="With split=heldout: the fine-tuning job's data.n_val.")
+    split_seed: int = Field(0, description="With split=heldout: the fine-tuning job's data.seed.")
+    n: int = Field(50, ge=1, le=100_000, description="Questions to evaluate (the first n of the split).")
+    search: str = Field("cache", description="Search tool: 'cache' (query->result pairs of the trajectories "
+                                             "file), cache:<file>, bm25:<passages.jsonl> or bm25:builtin:python-docs.")
+    max_iterations: int = Field(11, ge=1, le=50, description="Thought/Action/Observation rounds (FireAct: 11).")
+    max_tokens: int = Field(128, ge=8, le=4096, description="Tokens per Thought+Action generation.")
+    workers: int = Field(2, ge=1, le=64, description="Questions run in parallel (Ray tasks).")
+    llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
+
+    @field_validator("questions")
+    @classmethod
+    def _exists(cls, questions: str) -> str:
+        return existing_user_file(questions, "e.g. --set questions=../shared/fireact/hotpotqa_alpaca.json")
+
+    @field_validator("search")
+    @classmethod
+    def _search_spec(cls, search: str) -> str:
+        kind, _, path = search.partition(":")
+        if kind not in ("cache", "bm25") or (kind == "bm25" and not path):
+            raise ValueError(f"{search!r}: use 'cache', 'cache:<file>', 'bm25:<passages.jsonl>' or "
+                             "'bm25:builtin:python-docs'")
+        if not path or path.startswith("builtin:"):
+            return search
+        return f"{kind}:{existing_user_file(path, 'a passage JSONL or a query->result cache', repr(search))}"
