@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= token
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv system-deps demo test bench k8s image image-gpu down clean
+.PHONY: venv system-deps demo test test-unit test-integration bench k8s image image-gpu down clean
 
 $(STAMP): pyproject.toml Makefile platform/ringbit/quant/csrc/lowbit_matmul.cpp
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,8 +37,14 @@ system-deps:  ## Chromium + ChromeDriver for the MiniWoB++ agent (Debian/Ubuntu;
 demo: venv  ## start Ray + MLflow, pretrain on 2 workers under ZeRO-2, leave the services up
 	$(VENV)/bin/ringbit demo
 
-test: venv  ## the whole test suite (real Ray, DeepSpeed and MLflow)
+test: venv  ## the whole test suite: tests/unit + tests/integration (real Ray, DeepSpeed and MLflow)
 	$(PY) -m pytest
+
+test-unit: venv  ## the quick inner loop: tests/unit (no Ray, MLflow server, Serve or Chromium; < 3 min)
+	$(PY) -m pytest tests/unit
+
+test-integration: venv  ## tests/integration only: the real platform (Ray, DeepSpeed, MLflow, Serve, Chromium)
+	$(PY) -m pytest tests/integration
 
 bench: venv  ## Ray Train + DeepSpeed vs torchrun + DeepSpeed tokens/s
 	$(PY) benchmarks/ray_overhead.py

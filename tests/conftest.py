@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import free_port  # also importable as `from conftest import free_port`
+
 REPO = Path(__file__).resolve().parents[1]
 RINGBIT = [sys.executable, "-m", "ringbit.cli"]
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ringbit(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):

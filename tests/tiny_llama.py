@@ -1,7 +1,8 @@
 """A tiny random Llama-architecture model written the way other tools write them: a Hugging Face
 folder (transformers' save_pretrained + a fast tokenizer with a ChatML template) and the same
 weights as a GGUF file (the `gguf` package's writer, q/k rows permuted as llama.cpp's converter
-does). Parity tests compare ringbit's import of both against transformers' LlamaForCausalLM."""
+does). Parity tests compare ringbit's import of both against transformers' LlamaForCausalLM
+(assert_parity, shared by tests/unit/test_models_convert.py and the SmolLM2 integration test)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,46 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, q8_embedding: bool = True) -> Pa
     w.write_tensors_to_file()
     w.close()
     return out
+
+
+# ---------------------------------------------------------------- parity against transformers
+
+PROMPTS = ["The quick brown fox", "Ring attention passes key and value blocks around",
+           "Numbers like 12345 are split"]
+SAMPLES = ["Hello world! 12345 is a number.", "  two  spaces\n\nand\ttabs, é ü 中文 🙂",
+           "<|im_start|>user\nhi<|im_end|>\n", "def f(x):\n    return x**2  # comment"]
+
+
+def transformers_reference(source: Path):
+    """transformers' LlamaForCausalLM (fp32, eval) and tokenizer from an HF folder or a GGUF file."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source.is_dir():
+        return (AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval(),
+                AutoTokenizer.from_pretrained(source))
+    kw = {"gguf_file": source.name}
+    return (AutoModelForCausalLM.from_pretrained(source.parent, dtype=torch.float32, **kw).eval(),
+            AutoTokenizer.from_pretrained(source.parent, **kw))
+
+
+def assert_parity(folder: Path, source: Path, new_tokens: int = 32) -> None:
+    """A ringbit folder imported from `source` equals transformers on `source`: tokenizer ids,
+    logits (<= 1e-4) and greedy generation, on SAMPLES and PROMPTS."""
+    import torch
+
+    from ringbit.models.io import load_model_dir
+
+    model, tok = load_model_dir(folder)
+    ref, ref_tok = transformers_reference(source)
+    for text in SAMPLES:
+        assert tok.encode(text).ids == ref_tok(text, add_special_tokens=False)["input_ids"], text
+    for prompt in PROMPTS:
+        ids = torch.tensor([tok.encode(prompt).ids])
+        with torch.no_grad():
+            delta = (model(ids) - ref(ids).logits).abs().max().item()
+        assert delta <= 1e-4, (prompt, delta)
+        ours = model.generate(ids, new_tokens)[0, ids.shape[1]:].tolist()
+        theirs = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:].tolist()
+        assert ours == theirs, prompt

@@ -1,15 +1,15 @@
 """The config machinery every component's config uses: YAML in jobs/configs/, dotted `--set`
 overrides, errors that name the field.
 
-Every job is a pydantic model built from `StrictModel`. `load_config` merges the YAML file with
-overrides and validates everything before a job starts; a `ConfigError` carries one line per
-problem ("train.lr: ..."). The schemas live beside the code they configure (torchtitan / litgpt
-style): ringbit.models.config (ModelConfig), ringbit.quant.config (QuantConfig),
-ringbit.parallel.config (ParallelConfig), ringbit.data.config (DataConfig), ringbit.train.config
-(TrainConfig, PretrainConfig, SFTConfig, ...), ringbit.evaluator.config, ringbit.agents.config and
-the agents' own config modules, ringbit.tune.space (SweepConfig); ringbit.workflows maps each
-workflow to its schema. This module imports nothing from ringbit, so model code can use it
-without pulling in the job schemas.
+Every job is a pydantic model built from `StrictModel`. `load_config` merges the YAML file (and
+the recipe it starts from, `base: demo.yaml`) with overrides and validates everything before a job
+starts; a `ConfigError` carries one line per problem ("train.lr: ..."). The schemas live beside
+the code they configure (torchtitan / litgpt style): ringbit.models.config (ModelConfig),
+ringbit.quant.config (QuantConfig), ringbit.parallel.config (ParallelConfig), ringbit.data.config
+(DataConfig), ringbit.train.config (TrainConfig, PretrainConfig, SFTConfig, ...),
+ringbit.evaluator.config, ringbit.agents.config and the agents' own config modules,
+ringbit.tune.space (SweepConfig); ringbit.workflows maps each workflow to its schema. This module
+imports nothing from ringbit, so model code can use it without pulling in the job schemas.
 """
 
 from __future__ import annotations
@@ -88,10 +88,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found; pass --config jobs/configs/<name>.yaml")
+# A workflow config may start `base: other.yaml` (a path relative to its own folder) and override
+# some of that recipe: the base is read first (itself possibly with a base), the file's keys are
+# merged into it deep (a mapping merges key by key, anything else - a value, a list, null -
+# replaces), the file winning. A schema with a `base` field of its own (SweepConfig: the
+# pretraining config of its trials) keeps `base` as data.
+INHERIT_KEY = "base"
+
+
+def _read_one(p: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -99,6 +104,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of sections")
     return data
+
+
+def merge_deep(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`: mappings merged key by key, every other value of `child` wins."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_deep(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_inherited(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_one(p)
+    if INHERIT_KEY not in data:
+        return data
+    ref = data.pop(INHERIT_KEY)
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{p}: {INHERIT_KEY}: expected the path of a YAML file to start from, "
+                          f"relative to {p.parent} (e.g. base: demo.yaml), got {ref!r}")
+    parent = p.parent / Path(ref).expanduser()
+    if parent.resolve() in chain:
+        cycle = [str(c) for c in chain[chain.index(parent.resolve()):]] + [str(parent.resolve())]
+        raise ConfigError(f"{p}: {INHERIT_KEY} {ref!r} makes a cycle: {' -> '.join(cycle)}")
+    if not parent.is_file():
+        raise ConfigError(f"{p}: {INHERIT_KEY} {ref!r}: no file {parent} (the path is relative to "
+                          f"{p.parent})")
+    return merge_deep(_read_inherited(parent, chain + (parent.resolve(),)), data)
+
+
+def read_yaml(path: str | Path, inherit: bool = True) -> dict[str, Any]:
+    """The YAML file's mapping; with `inherit`, its `base:` chain resolved (see INHERIT_KEY)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass --config jobs/configs/<name>.yaml")
+    return _read_inherited(p, (p.resolve(),)) if inherit else _read_one(p)
 
 
 def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -145,8 +187,10 @@ def validate(schema: type[M], data: dict[str, Any], context: dict[str, Any] | No
 def load_config(
     schema: type[M], path: str | Path | None, overrides: list[str] | None = None
 ) -> M:
-    """Read YAML (optional), apply `--set` overrides, validate; raise ConfigError on any problem."""
-    data = read_yaml(path) if path is not None else {}
+    """Read YAML (optional; `base:` resolved unless the schema has a `base` field), apply `--set`
+    overrides, validate; raise ConfigError on any problem."""
+    inherit = INHERIT_KEY not in schema.model_fields
+    data = read_yaml(path, inherit) if path is not None else {}
     return validate(schema, apply_overrides(data, list(overrides or [])))
 
 

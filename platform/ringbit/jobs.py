@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ringbit.train.progress import PROGRESS, parse_progress  # noqa: F401  (the line jobs print)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXCLUDES = [".venv", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", "**/*.pt", "mlruns"]
-PROGRESS = re.compile(r"\[ringbit\] step=(\d+)/(\d+)(.*)")
 
 
 def job_client(address: str):
@@ -59,20 +60,6 @@ def submit(address: str, entry: str, name: str, env: dict[str, str]) -> str:
     )
 
 
-def parse_progress(line: str) -> tuple[int, int, dict[str, float]] | None:
-    m = PROGRESS.search(line)
-    if not m:
-        return None
-    values = {}
-    for kv in m.group(3).split():
-        k, _, v = kv.partition("=")
-        try:
-            values[k] = float(v)
-        except ValueError:
-            pass
-    return int(m.group(1)), int(m.group(2)), values
-
-
 def _transient_errors() -> tuple[type[BaseException], ...]:
     """What a busy or restarting dashboard raises: requests' errors are OSErrors, aiohttp's are not."""
     import aiohttp
@@ -88,7 +75,6 @@ def _tail(address: str, job_id: str, log_file: Path, on_line, display, retry_s: 
     `give_up_after_s`; the log stream restarts from the beginning, so what was seen is skipped."""
     from ray.job_submission import JobStatus
 
-    client = job_client(address)
     transient = _transient_errors()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     seen = 0  # characters of the job's log already written and parsed
@@ -114,16 +100,21 @@ def _tail(address: str, job_id: str, log_file: Path, on_line, display, retry_s: 
         while True:
             try:
                 return call()
-            except transient as exc:
+            except (*transient, RuntimeError) as exc:
+                # Ray's log tail reports a dropped websocket as a RuntimeError ("WebSocket
+                # connection closed unexpectedly with close code 1006"); other RuntimeErrors are real.
+                if isinstance(exc, RuntimeError) and "WebSocket connection closed" not in str(exc):
+                    raise
                 if waited >= give_up_after_s:
                     raise SystemExit(f"lost the Ray dashboard at {address} for {give_up_after_s:.0f} s "
                                      f"({type(exc).__name__}); the job may still run: ringbit logs {job_id} "
                                      "--follow") from None
-                print(f"\nconnection to the Ray dashboard dropped ({type(exc).__name__}); "
-                      f"retrying in {retry_s:.0f} s", file=sys.stderr)
+                print(f"\nno answer from the Ray dashboard at {address} ({type(exc).__name__}); "
+                      f"retrying in {retry_s:g} s", file=sys.stderr)
                 time.sleep(retry_s)
                 waited += retry_s
 
+    client = with_retries(lambda: job_client(address))
     try:
         with display:
             with_retries(lambda: asyncio.run(tail()))

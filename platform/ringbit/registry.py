@@ -354,3 +354,45 @@ def list_models(tracking_uri: str | None = None) -> list[dict[str, Any]]:
                 "run_id": v.run_id,
             })
     return rows
+
+
+class ExportSourceError(ValueError):
+    """The model to export could not be read (no such folder, run or registered model, not a
+    BitNet model)."""
+
+
+def export_bitnet(model: str, out: Path, ternary_format: str = "i2", high_precision: str = "float32",
+                  register: str | None = None, alias: str = "current",
+                  tracking_uri: str | None = None) -> dict[str, Any]:
+    """Pack the BitNet model `model` (folder, run id, runs:/ or models:/ reference) into `out` and,
+    if `register` names a model (default for models:/NAME@...: NAME-packed), log the packed folder
+    in an MLflow run of experiment ringbit-export and register it under that name with `alias`.
+    Returns quant.export's size report, plus `registered` when it registered one."""
+    from mlflow.exceptions import MlflowException
+
+    from ringbit import tracking
+    from ringbit.quant.export import export_packed
+
+    try:
+        src = tracking.resolve_model_ref(model, tracking_uri)
+        report = export_packed(src, out, ternary_format, high_precision)
+    except (FileNotFoundError, ValueError, MlflowException) as exc:
+        raise ExportSourceError(str(exc)) from None
+    if register is None and model.startswith("models:/"):
+        register = model.removeprefix("models:/").split("@")[0].split("/")[0] + "-packed"
+    if register:
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking.resolve_tracking_uri(tracking_uri)
+        client = MlflowClient(uri)
+        run = client.create_run(tracking.experiment_id(client, "ringbit-export"),
+                                run_name=f"export-bitnet-{register}",
+                                tags={"ringbit.source_model": model, **tracking.default_tags()})
+        tracking.log_params(client, run.info.run_id, {"format": report["format"],
+                                                      "weight_bits": report["weight_bits"],
+                                                      "high_precision": high_precision,
+                                                      "source": model})
+        for key in ("linear_ratio", "checkpoint_ratio", "linear_packed_bytes", "checkpoint_packed_bytes"):
+            client.log_metric(run.info.run_id, key, report[key])
+        report["registered"] = tracking.log_and_register_model(uri, run.info.run_id, out, register, alias)
+    return report

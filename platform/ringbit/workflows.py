@@ -1,79 +1,77 @@
-"""The workflows a job can run: each one's config schema, its Ray job script and its in-process
-runner, and the job scripts' shared entrypoint. The CLI (`ringbit submit`) and `jobs/*.py` both
-read this registry; job scripts never import the CLI."""
+"""The workflows a job can run, one typed `Workflow` each: its config schema, its Ray job script,
+its runner ("module:function", imported only when the job runs), an optional preflight check and
+a one-line description. The CLI (`ringbit submit`) and `jobs/*.py` both read this registry; job
+scripts never import the CLI. Importing it is pydantic + yaml only (no torch, Ray or MLflow)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ringbit.agents.computer.config import ComputerEvalConfig, with_resolved_tasks
 from ringbit.agents.memwalker_config import MemWalkerEvalConfig
 from ringbit.agents.react.config import ReactEvalConfig, ReactFinetuneConfig
-from ringbit.config import ConfigError, load_config
+from ringbit.config import ConfigError, StrictModel, load_config
 from ringbit.evaluator.config import FinetuneConfig
 from ringbit.train.config import PretrainConfig
 from ringbit.tune.space import SweepConfig
 
 
-# workflow -> (config schema, Ray job script, in-process runner)
-def _pretrain_runner(cfg):
-    from ringbit.train.pretrain import run_pretrain
+@dataclass(frozen=True)
+class Workflow:
+    """One workflow: `schema` validates its YAML, `script` is the Ray job's entrypoint (relative
+    to the repository), `run` ("module:function") runs a validated config in-process. `preflight`
+    holds the checks that need the workflow's own runtime (the browser stack for eval-computer):
+    they run when the workflow starts rather than when its schema validates, and a ConfigError
+    there is reported like any config error (exit 2)."""
 
-    return run_pretrain(cfg)
+    schema: type[StrictModel]
+    script: str
+    run: str
+    description: str
+    preflight: Callable[[Any], Any] | None = None
 
+    def runner(self) -> Callable[[Any], Any]:
+        """The `run` function, imported now (it brings the workflow's runtime: torch, Ray, ...)."""
+        module, _, function = self.run.partition(":")
+        return getattr(importlib.import_module(module), function)
 
-def _sweep_runner(cfg):
-    from ringbit.tune.sweep import run_sweep
-
-    return run_sweep(cfg)
-
-
-def _finetune_runner(cfg):
-    from ringbit.evaluator.finetune import run_finetune
-
-    return run_finetune(cfg)
-
-
-def _react_finetune_runner(cfg):
-    from ringbit.agents.react.finetune import run_react_finetune
-
-    return run_react_finetune(cfg)
-
-
-def _eval_runner(kind: str) -> Callable[[Any], Any]:
-    def run(cfg):
-        from ringbit.agents import evaluation
-
-        return getattr(evaluation, f"run_{kind}_eval")(cfg)
-
-    return run
+    def load(self, path: Any, overrides: list[str] | None = None) -> Any:
+        """The config from YAML + `--set` overrides, validated and preflight-checked."""
+        cfg = load_config(self.schema, path, overrides)
+        return self.preflight(cfg) if self.preflight else cfg
 
 
-WORKFLOWS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
-    "pretrain": (PretrainConfig, "jobs/pretrain.py", _pretrain_runner),
-    "sweep": (SweepConfig, "jobs/sweep.py", _sweep_runner),
-    "finetune-evaluator": (FinetuneConfig, "jobs/finetune_evaluator.py", _finetune_runner),
-    "finetune-react": (ReactFinetuneConfig, "jobs/finetune_react.py", _react_finetune_runner),
-    "eval-computer": (ComputerEvalConfig, "jobs/eval_computer_agent.py", _eval_runner("computer")),
-    "eval-react": (ReactEvalConfig, "jobs/eval_react_agent.py", _eval_runner("react")),
-    "eval-memwalker": (MemWalkerEvalConfig, "jobs/eval_memwalker.py", _eval_runner("memwalker")),
-}
-
-# workflow -> the checks that need the workflow's own runtime (the browser stack for
-# eval-computer), run when the workflow starts rather than when its schema validates: a
-# ConfigError here is reported like any config error (exit 2).
-PREFLIGHT: dict[str, Callable[[Any], Any]] = {
-    "eval-computer": with_resolved_tasks,
+WORKFLOWS: dict[str, Workflow] = {
+    "pretrain": Workflow(PretrainConfig, "jobs/pretrain.py", "ringbit.train.pretrain:run_pretrain",
+                         "pretrain a decoder LM on Ray Train + DeepSpeed (FP or BitNet, long context)."),
+    "sweep": Workflow(SweepConfig, "jobs/sweep.py", "ringbit.tune.sweep:run_sweep",
+                      "a Ray Tune sweep of pretraining jobs (context length x weight bits)."),
+    "finetune-evaluator": Workflow(FinetuneConfig, "jobs/finetune_evaluator.py",
+                                   "ringbit.evaluator.finetune:run_finetune",
+                                   "fine-tune a model to write InstructScore reports."),
+    "finetune-react": Workflow(ReactFinetuneConfig, "jobs/finetune_react.py",
+                               "ringbit.agents.react.finetune:run_react_finetune",
+                               "fine-tune a model on FireAct ReAct trajectories."),
+    "eval-computer": Workflow(ComputerEvalConfig, "jobs/eval_computer_agent.py",
+                              "ringbit.agents.evaluation:run_computer_eval",
+                              "evaluate the computer-control agent on MiniWoB++.",
+                              preflight=with_resolved_tasks),
+    "eval-react": Workflow(ReactEvalConfig, "jobs/eval_react_agent.py",
+                           "ringbit.agents.evaluation:run_react_eval",
+                           "evaluate a ReAct agent on HotpotQA questions."),
+    "eval-memwalker": Workflow(MemWalkerEvalConfig, "jobs/eval_memwalker.py",
+                               "ringbit.agents.evaluation:run_memwalker_eval",
+                               "evaluate MemWalker on synthetic long documents."),
 }
 
 
 def load_workflow_config(workflow: str, path: Any, overrides: list[str] | None = None) -> Any:
     """The workflow's config from YAML + `--set` overrides, validated and preflight-checked: what
     `ringbit submit` does before submitting and a job script does before it runs."""
-    cfg = load_config(WORKFLOWS[workflow][0], path, overrides)
-    check = PREFLIGHT.get(workflow)
-    return check(cfg) if check else cfg
+    return WORKFLOWS[workflow].load(path, overrides)
 
 
 def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
@@ -89,5 +87,5 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    WORKFLOWS[workflow][2](cfg)
+    WORKFLOWS[workflow].runner()(cfg)
     return 0

@@ -25,8 +25,10 @@ from ringbit.config import flatten
 
 
 def _progress(done: int, total: int, **values: float) -> None:
-    # `ringbit agents eval` turns these lines into a progress bar (ringbit.jobs.parse_progress).
-    print(f"[ringbit] step={done}/{total} " + " ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
+    # `ringbit agents eval` turns these lines into a progress bar (ringbit.train.progress.parse_progress).
+    from ringbit.train.progress import format_progress
+
+    print(format_progress(done, total, values, fmt=".4g"), flush=True)
 
 
 def _name(cfg, kind: str) -> str:

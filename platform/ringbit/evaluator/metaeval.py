@@ -110,3 +110,61 @@ def score_segments(segments: list[Segment], evaluator_url: str, batch: int = 8,
         if progress:
             progress(len(chunk))
     return results
+
+
+class ScoringError(RuntimeError):
+    """The evaluator service could not score the segments (unreachable, an error answer)."""
+
+
+def read_gold(path: str | Path, limit: int | None = None) -> list[Segment]:
+    """The first `limit` gold segments of `path`; ValueError if it is missing, malformed or holds
+    fewer than 2 (no correlation to compute)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError("no such file")
+    try:
+        segments = read_segments(path)[:limit]
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    if len(segments) < 2:
+        raise ValueError(f"need at least 2 segments, found {len(segments)}")
+    return segments
+
+
+def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path, batch: int = 8,
+                  experiment: str = "ringbit-evaluator", mlflow_uri: str | None = None,
+                  progress=None) -> dict[str, Any]:
+    """Score `segments` with the evaluator service, correlate with their gold scores and log one
+    MLflow run (params, kendall_tau / pearson, a scatter plot, the predictions): returns the
+    correlations (kendall_tau, pearson, n) and the run id as `mlflow_run`."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from ringbit import tracking
+
+    data = Path(data)
+    try:
+        results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=progress)
+    except Exception as exc:
+        raise ScoringError(str(exc)) from exc
+    predicted, gold = [r["score"] for r in results], [s.gold for s in segments]
+    stats = correlations(predicted, gold)
+    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    client = MlflowClient(uri)
+    run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{data.stem}",
+                            tags=tracking.default_tags())
+    rid = run.info.run_id
+    tracking.log_params(client, rid, {"data": str(data), "evaluator_url": evaluator_url, "segments": len(segments)})
+    for key in ("kendall_tau", "pearson"):
+        client.log_metric(rid, key, stats[key])
+    with tempfile.TemporaryDirectory() as tmp:
+        png = scatter_plot(predicted, gold, Path(tmp) / "scatter.png",
+                           f"tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  (n={len(gold)})")
+        preds = Path(tmp) / "predictions.jsonl"
+        preds.write_text("".join(json.dumps({**s.item(), "gold": s.gold, **r}) + "\n"
+                                 for s, r in zip(segments, results)))
+        client.log_artifact(rid, str(png))
+        client.log_artifact(rid, str(preds))
+    client.set_terminated(rid)
+    return {**stats, "mlflow_run": rid}

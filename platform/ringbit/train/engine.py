@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ringbit.train.config import PretrainConfig, TrainConfig
+from ringbit.train.config import DeepSpeedConfig, TrainConfig
 
 
 def use_bf16(precision: str, on_gpu: bool) -> bool:
@@ -16,27 +16,29 @@ def use_bf16(precision: str, on_gpu: bool) -> bool:
     return precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
 
 
-def deepspeed_config(cfg: PretrainConfig, on_gpu: bool) -> dict[str, Any]:
+def deepspeed_config(train: TrainConfig, ds: DeepSpeedConfig, on_gpu: bool, *, data_parallel: int,
+                     sequence_parallel: int = 1) -> dict[str, Any]:
     """DeepSpeed sees every worker as data-parallel (ZeRO partitions over all of them). With
     sequence parallelism the workers of one SP group share sequences, so DeepSpeed's batch is
     global_batch_size * sequence_parallel "shards"; the loss scaling in the loop keeps the
-    averaged gradient exact (see train/loop.py)."""
-    bf16 = use_bf16(cfg.deepspeed.precision, on_gpu)
-    ds: dict[str, Any] = {
-        "train_batch_size": cfg.train.global_batch_size * cfg.parallel.sequence_parallel,
-        "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum_steps,
-        "gradient_clipping": cfg.train.grad_clip,
-        "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+    averaged gradient exact (see train/loop.py). `data_parallel` is the number of groups that
+    hold different sequences (the workers, for a job without sequence parallelism)."""
+    bf16 = use_bf16(ds.precision, on_gpu)
+    config: dict[str, Any] = {
+        "train_batch_size": train.global_batch_size * sequence_parallel,
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.global_batch_size // (train.micro_batch_size * data_parallel),
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": {"stage": ds.zero_stage},
         "bf16": {"enabled": bf16},
-        "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},
+        "fp16": {"enabled": ds.precision == "fp16"},
         # The optimizer is torch's AdamW (no compiled DeepSpeed op needed on CPU).
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    ds.update(cfg.deepspeed.extra)
-    return ds
+    config.update(ds.extra)
+    return config
 
 
 def lr_multiplier(t: TrainConfig):

@@ -8,15 +8,10 @@ loop under torchrun to measure what Ray costs.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import resource
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,24 +22,18 @@ from ringbit.data.loader import TrainBatches, eval_batches
 from ringbit.data.prepare import load_split
 from ringbit.models import Transformer
 from ringbit.models.io import save_model_dir
-from ringbit.parallel.sequence import IGNORE, SequenceParallel, setup_sequence_parallel
-from ringbit.train.engine import apply_weight_decay_schedule, build_optimizer, deepspeed_config
+from ringbit.parallel.sequence import SequenceParallel, setup_sequence_parallel
+from ringbit.train.engine import apply_weight_decay_schedule
 from ringbit.train.perplexity import all_reduce_sums, perplexity
-
-CHECKPOINT_TAG = "ckpt"
-PROGRESS_PREFIX = "[ringbit] step="
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from ringbit.train.progress import format_progress
+from ringbit.train.worker import (  # noqa: F401  (Launcher: benchmarks/ray_overhead.py imports it here)
+    IGNORE, Launcher, all_reduce, build_engine, load_checkpoint, log_step_zero,
+    metric_buffer, peak_memory_mb, ray_launcher, save_checkpoint,
+)
 
 
 def _all_reduce(value: float, op=dist.ReduceOp.SUM, device="cpu") -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=op)
-    return t.item()
+    return all_reduce([value], device, op)[0]
 
 
 def token_nll(engine, rows: torch.Tensor, sp: SequenceParallel) -> tuple[torch.Tensor, int]:
@@ -68,68 +57,13 @@ def evaluate(engine, rows, sp: SequenceParallel, cfg: PretrainConfig, device) ->
     return perplexity(*all_reduce_sums(total, count, device=device))
 
 
-def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
-    """The whole model's weights on rank 0 (ZeRO-3 shards gathered; every rank must call this)."""
-    if zero_stage == 3:
-        sd = engine._zero3_consolidated_16bit_state_dict()
-    else:
-        sd = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
-    if sd is not None and "lm_head.weight" not in sd and "embed.weight" in sd:
-        sd["lm_head.weight"] = sd["embed.weight"]  # tied weights may be listed once
-    return sd
-
-
-def log_step_zero(client, run_id: str, metrics: dict[str, float]) -> None:
-    """Metrics at step 0 (MetricBuffer only sends steps after what the run has): once per run,
-    so a job restarted before its first checkpoint does not log its start twice."""
-    from mlflow.entities import Metric
-
-    if any(m.step == 0 for m in client.get_metric_history(run_id, "val_ppl")):
-        return
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-
-
-@dataclass
-class Launcher:
-    """What the loop needs from whoever started the worker processes."""
-
-    rank: int
-    world: int
-    device: torch.device
-    latest_checkpoint: Callable[[], ContextManager[str | None]]  # yields a folder or None
-    report: Callable[[dict[str, float], str | None], None]  # metrics, checkpoint folder or None
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry: checkpoints go through ray.train.report and come back on restart/resume."""
-    import ray.train
-    import ray.train.torch
-    from ray.train import Checkpoint
-
-    @contextlib.contextmanager
-    def latest():
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-        else:
-            with checkpoint.as_directory() as d:
-                yield d
-
-    def report(metrics, folder):
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder) if folder else None)
-
-    ctx = ray.train.get_context()
-    run_training(config, Launcher(ctx.get_world_rank(), ctx.get_world_size(),
-                                  ray.train.torch.get_device(), latest, report))
+    run_training(config, ray_launcher())
 
 
 def run_training(config: dict[str, Any], launcher: Launcher) -> None:
     cfg = PretrainConfig.model_validate(config["job"])
-    # Choose DeepSpeed's accelerator before it is imported (it decides once, at import).
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
-    import deepspeed
-
     rank, world, device = launcher.rank, launcher.world, launcher.device
     torch.manual_seed(cfg.train.seed)
     sp = setup_sequence_parallel(cfg.parallel, cfg.data.seq_len, rank, world)
@@ -140,31 +74,23 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
 
         load_base_weights(model, worker_base_dir(config.get("init_from_dir"), cfg.init_from,
                                                  config.get("tracking_uri")))
-    optimizer, scheduler = build_optimizer(model, cfg.train)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, device.type == "cuda"),
-    )
-
-    start = 0
-    with launcher.latest_checkpoint() as d:
-        if d is not None:
-            _, client_state = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
-            start = int(client_state["step"])
-            if rank == 0:
-                print(f"[ringbit] resumed from checkpoint at step {start}", flush=True)
+    engine, optimizer, scheduler = build_engine(model, cfg.train, cfg.deepspeed, device,
+                                                data_parallel=cfg.data_parallel,
+                                                sequence_parallel=cfg.parallel.sequence_parallel)
+    start = load_checkpoint(engine, launcher)
+    if start and rank == 0:
+        print(f"[ringbit] resumed from checkpoint at step {start}", flush=True)
 
     data_dir = Path(config["data_dir"])
     train_rows, val_rows = load_split(data_dir, "train"), load_split(data_dir, "val")
     batches = TrainBatches(train_rows, sp.dp_rank, sp.dp_size, cfg.train.micro_batch_size,
                            cfg.grad_accum_steps, cfg.train.seed)
-    buffer = None
-    if rank == 0 and config.get("run_id"):
-        from mlflow.tracking import MlflowClient
+    buffer = metric_buffer(config, rank)
 
-        from ringbit.tracking import MetricBuffer
-
-        buffer = MetricBuffer(MlflowClient(config["tracking_uri"]), config["run_id"])
+    def write_model(folder: Path, weights) -> None:
+        # an imported base's chat template and special tokens travel with the model
+        save_model_dir(folder, cfg.model, weights, (data_dir / "tokenizer.json").read_text(),
+                       quant=cfg.quant, tokenizer_config=config.get("tokenizer_config"))
 
     accum, t = cfg.grad_accum_steps, cfg.train
     tokens_per_step = t.global_batch_size * cfg.data.seq_len
@@ -177,8 +103,8 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
         if buffer:
             log_step_zero(buffer.client, buffer.run_id, first)
         if rank == 0:
-            print(f"{PROGRESS_PREFIX}0/{t.max_steps} val_loss={first['val_loss']:.6g} "
-                  f"val_ppl={first['val_ppl']:.6g} ({time.perf_counter() - began:.1f} s)", flush=True)
+            print(format_progress(0, t.max_steps, first, note=f"({time.perf_counter() - began:.1f} s)"),
+                  flush=True)
         launcher.report({**first, "step": 0}, None)
     for step in range(start, t.max_steps):
         began = time.perf_counter()
@@ -209,20 +135,12 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
         if buffer:
             buffer.add(done, **metrics)
         if rank == 0 and (is_eval or is_ckpt or done % t.log_interval == 0 or done == start + 1):
-            shown = " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
-            print(f"{PROGRESS_PREFIX}{done}/{t.max_steps} {shown}", flush=True)
+            print(format_progress(done, t.max_steps, metrics), flush=True)
             if buffer:
                 buffer.flush()
         if is_ckpt:
-            final_weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
-            with tempfile.TemporaryDirectory() as tmp:
-                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
-                if final_weights is not None and rank == 0:
-                    tok = (data_dir / "tokenizer.json").read_text()
-                    # an imported base's chat template and special tokens travel with the model
-                    save_model_dir(Path(tmp) / "model", cfg.model, final_weights, tok,
-                                   quant=cfg.quant, tokenizer_config=config.get("tokenizer_config"))
-                launcher.report({**metrics, "step": done}, tmp)
+            save_checkpoint(engine, launcher, metrics, done, zero_stage=cfg.deepspeed.zero_stage,
+                            write_model=write_model if done == t.max_steps else None)
         elif is_eval:
             launcher.report({**metrics, "step": done}, None)
     if rank == 0 and config.get("step_log_path"):

@@ -3,8 +3,6 @@ TorchTrainer, then log and register the model. Runs inside a Ray job or on its o
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +10,6 @@ from typing import Any, Callable
 
 from ringbit.config import flatten, to_yaml
 from ringbit.train.config import PretrainConfig, with_base_model
-from ringbit.train.resources import placement_note
 
 
 def job_name(cfg: PretrainConfig) -> str:
@@ -44,20 +41,16 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
     from ringbit.services import PlatformSettings, ensure_client_env
 
     ensure_client_env()
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     import torch
 
     from ringbit.models import Transformer, count_parameters
     from ringbit.plots import log_training_curves
+    from ringbit.train.driver import default_storage, ensure_ray, fit_on_ray
     from ringbit.train.loop import train_loop_per_worker
 
     name = job_name(cfg)
     home = PlatformSettings.from_env().home
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    ensure_ray()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     base_dir, tokenizer_config = None, {}
     if cfg.init_from:
@@ -83,36 +76,7 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
         client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
     client.log_artifact(run_id, str(data_dir / "tokenizer.json"))
 
-    def killed(signum, frame):  # `ringbit stop` / `ray job stop` sends SIGTERM first
-        client.set_terminated(run_id, "KILLED")
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, killed)
-    storage = Path(cfg.workers.storage_path or home / "runs").expanduser().resolve()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": cfg.model_dump(mode="json") | {"name": name},
-                           "data_dir": str(data_dir), "run_id": run_id, "tracking_uri": uri,
-                           "init_from_dir": str(base_dir) if base_dir else None,
-                           "tokenizer_config": tokenizer_config},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-            resources_per_worker={"CPU": cfg.workers.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=name, storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    note = placement_note(cfg.workers.num_workers, cfg.workers.cpus_per_worker, cfg.workers.use_gpu)
-    if note:
-        log(f"[ringbit] note: {note}")
-    log(f"[ringbit] training {n_params:,} parameters on {cfg.workers.num_workers} workers "
-        f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps"
-        f"{', from ' + cfg.init_from if cfg.init_from else ''})")
-    try:
-        result = trainer.fit()
+    def finish(result) -> tuple[Any, str, str | None]:
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
         log_training_curves(client, run_id, f"{name}: {n_params:,} parameters, "
@@ -122,13 +86,19 @@ def run_pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dic
             sample = _sample(model_dir)
             registered = tracking.log_and_register_model(
                 uri, run_id, model_dir, cfg.mlflow.registered_model, cfg.mlflow.alias)
-    except BaseException:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FAILED")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    client.set_terminated(run_id, "FINISHED")
+        return result, sample, registered
+
+    result, sample, registered = fit_on_ray(
+        train_loop_per_worker,
+        {"job": cfg.model_dump(mode="json") | {"name": name}, "data_dir": str(data_dir), "run_id": run_id,
+         "tracking_uri": uri, "init_from_dir": str(base_dir) if base_dir else None,
+         "tokenizer_config": tokenizer_config},
+        name=name, workers=cfg.workers, storage=default_storage(cfg.workers, home), client=client,
+        run_id=run_id, keep_checkpoints=2, finish=finish, log=log,
+        announce=f"[ringbit] training {n_params:,} parameters on {cfg.workers.num_workers} workers "
+                 f"(ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.max_steps} steps"
+                 f"{', from ' + cfg.init_from if cfg.init_from else ''})",
+    )
     summary = {
         "name": name, "run_id": run_id, "run_url": tracking.run_url(uri, client, run_id),
         "registered_model": registered, "val_ppl": result.metrics.get("val_ppl"),

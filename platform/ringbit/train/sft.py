@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ringbit.config import flatten
-from ringbit.train.config import PretrainConfig, SFTConfig
-from ringbit.train.resources import placement_note
+from ringbit.train.config import SFTConfig
+from ringbit.train.worker import IGNORE  # noqa: F401  (the evaluator and tests import it from here)
 
-IGNORE = -100
-CHECKPOINT_TAG = "ckpt"
 Pairs = list[tuple[str, str]]
 
 
@@ -97,24 +93,24 @@ def _masked_nll(model, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def sft_loop_per_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import torch.distributed as dist
-    from ray.train import Checkpoint
+    """Ray Train entry of the fine-tuning loop."""
+    from ringbit.train.worker import ray_launcher
 
+    run_sft_training(config, ray_launcher())
+
+
+def run_sft_training(config: dict[str, Any], launcher) -> None:
     from ringbit.data.tokenizer import read_tokenizer_config
     from ringbit.models import Transformer
     from ringbit.models.io import load_weights, read_model_meta, save_model_dir
-    from ringbit.train.engine import build_optimizer, deepspeed_config
-    from ringbit.train.loop import full_state_dict, peak_memory_mb
     from ringbit.train.perplexity import perplexity
+    from ringbit.train.progress import format_progress
+    from ringbit.train.worker import (all_reduce, build_engine, load_checkpoint, log_step_zero,
+                                      metric_buffer, peak_memory_mb, save_checkpoint)
 
     # Only the shared fields matter here; each workflow's `data` section was consumed before.
     cfg = SFTConfig.model_validate({k: v for k, v in config["job"].items() if k != "data"})
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.workers.use_gpu else "cpu")
-    import deepspeed
-
-    ctx = ray.train.get_context()
-    rank, world, device = ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+    rank, world, device = launcher.rank, launcher.world, launcher.device
     torch.manual_seed(cfg.train.seed)
     base = Path(config["base_dir"])
     mcfg, quant, packing = read_model_meta(base)
@@ -134,30 +130,20 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
             print(f"[ringbit] lora r={cfg.lora.r} alpha={cfg.lora.alpha:g}: {wrapped} projections, "
                   f"{trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters trained", flush=True)
     data = torch.load(config["data_path"])
-    width = data["train_ids"].shape[1] - 1
-    pcfg = PretrainConfig(model=mcfg, data={"seq_len": min(width, mcfg.max_seq_len)}, train=cfg.train,
-                          deepspeed=cfg.deepspeed, workers=cfg.workers, quant=quant)
-    optimizer, scheduler = build_optimizer(model, cfg.train)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(pcfg, device.type == "cuda"))
-    start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            _, state = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
-            start = int(state["step"])
-    buffer = None
-    if rank == 0 and config.get("run_id"):
-        from mlflow.tracking import MlflowClient
-
-        from ringbit.tracking import MetricBuffer
-
-        buffer = MetricBuffer(MlflowClient(config["tracking_uri"]), config["run_id"])
+    engine, _, scheduler = build_engine(model, cfg.train, cfg.deepspeed, device, data_parallel=world)
+    start = load_checkpoint(engine, launcher)
+    buffer = metric_buffer(config, rank)
 
     def reduce(*values: float) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return t.tolist()
+        return all_reduce(list(values), device)
+
+    def write_model(folder: Path, weights) -> None:
+        if cfg.lora:
+            from ringbit.models.lora import merge_lora_state
+
+            weights = merge_lora_state(weights, cfg.lora.alpha / cfg.lora.r)
+        save_model_dir(folder, mcfg, weights, (base / "tokenizer.json").read_text(),
+                       quant=quant, tokenizer_config=read_tokenizer_config(base))
 
     t = cfg.train
     micro, accum = t.micro_batch_size, t.global_batch_size // (t.micro_batch_size * world)
@@ -177,13 +163,10 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
     if start == 0 and t.eval_at_start:  # the base model on the held-out completions
         first = dict(zip(("val_loss", "val_ppl"), validate()))
         if buffer:
-            from ringbit.train.loop import log_step_zero
-
             log_step_zero(buffer.client, buffer.run_id, first)
         if rank == 0:
-            print(f"[ringbit] step=0/{t.max_steps} val_loss={first['val_loss']:.6g} val_ppl={first['val_ppl']:.6g}",
-                  flush=True)
-        ray.train.report({**first, "step": 0})
+            print(format_progress(0, t.max_steps, first), flush=True)
+        launcher.report({**first, "step": 0}, None)
     for step in range(start, t.max_steps):
         began = time.perf_counter()
         order = torch.randperm(n_train, generator=torch.Generator().manual_seed(t.seed * 100_003 + step))
@@ -197,11 +180,10 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
             nll_sum, tokens = nll_sum + nll.item(), tokens + count
         done = step + 1
         total, count = reduce(nll_sum, tokens)
-        memory = torch.tensor([peak_memory_mb(device)], dtype=torch.float64, device=device)
-        dist.all_reduce(memory, op=dist.ReduceOp.MAX)
+        memory = all_reduce([peak_memory_mb(device)], device, dist.ReduceOp.MAX)[0]
         metrics = {"train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": count / (time.perf_counter() - began),  # completion tokens
-                   "peak_memory_mb": memory.item()}
+                   "peak_memory_mb": memory}
         is_eval = done % t.eval_interval == 0 or done == t.max_steps
         if is_eval:
             metrics["val_loss"], metrics["val_ppl"] = validate()
@@ -209,22 +191,12 @@ def sft_loop_per_worker(config: dict[str, Any]) -> None:
             buffer.add(done, **metrics)
             buffer.flush()
         if rank == 0 and (is_eval or done % t.log_interval == 0):
-            print(f"[ringbit] step={done}/{t.max_steps} " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()),
-                  flush=True)
+            print(format_progress(done, t.max_steps, metrics), flush=True)
         if done % t.checkpoint_interval == 0 or done == t.max_steps:
-            weights = full_state_dict(engine, cfg.deepspeed.zero_stage) if done == t.max_steps else None
-            if weights is not None and cfg.lora:
-                from ringbit.models.lora import merge_lora_state
-
-                weights = merge_lora_state(weights, cfg.lora.alpha / cfg.lora.r)
-            with tempfile.TemporaryDirectory() as tmp:
-                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"step": done})
-                if weights is not None and rank == 0:
-                    save_model_dir(Path(tmp) / "model", mcfg, weights, (base / "tokenizer.json").read_text(),
-                                   quant=quant, tokenizer_config=read_tokenizer_config(base))
-                ray.train.report({**metrics, "step": done}, checkpoint=Checkpoint.from_directory(tmp))
+            save_checkpoint(engine, launcher, metrics, done, zero_stage=cfg.deepspeed.zero_stage,
+                            write_model=write_model if done == t.max_steps else None)
         elif is_eval:
-            ray.train.report({**metrics, "step": done})
+            launcher.report({**metrics, "step": done}, None)
 
 
 def run_sft(cfg: SFTConfig, kind: str, make_pairs: Callable[[], tuple[Pairs, Pairs]], goal: str,
@@ -234,16 +206,12 @@ def run_sft(cfg: SFTConfig, kind: str, make_pairs: Callable[[], tuple[Pairs, Pai
 
     from ringbit import tracking
     from ringbit.services import PlatformSettings, ensure_client_env
+    from ringbit.train.driver import default_storage, ensure_ray, fit_on_ray
 
     ensure_client_env()
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     name = cfg.name or time.strftime(f"finetune-{kind}-%Y%m%d-%H%M%S")
     home = PlatformSettings.from_env().home
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    ensure_ray()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     base_dir = tracking.resolve_model_ref(cfg.base_model, uri)
     data_path = prepare_pairs(kind, cfg, base_dir, home / "data", make_pairs, log=log)
@@ -253,36 +221,21 @@ def run_sft(cfg: SFTConfig, kind: str, make_pairs: Callable[[], tuple[Pairs, Pai
     tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")), "derived.data_path": str(data_path)})
     tracking.set_tags(client, run_id, tracking.default_tags())
 
-    def killed(signum, frame):
-        client.set_terminated(run_id, "KILLED")
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, killed)
-    trainer = TorchTrainer(
-        sft_loop_per_worker,
-        train_loop_config={"job": cfg.model_dump(mode="json"), "base_dir": str(base_dir),
-                           "data_path": str(data_path), "run_id": run_id, "tracking_uri": uri},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(Path(cfg.workers.storage_path or home / "runs").expanduser()),
-                             failure_config=FailureConfig(max_failures=cfg.workers.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    note = placement_note(cfg.workers.num_workers, cfg.workers.cpus_per_worker, cfg.workers.use_gpu)
-    if note:
-        log(f"[ringbit] note: {note}")
-    log(f"[ringbit] fine-tuning {cfg.base_model} to {goal} "
-        f"({cfg.train.max_steps} steps, {cfg.workers.num_workers} workers)")
-    try:
-        result = trainer.fit()
+    def finish(result):
         with result.checkpoint.as_directory() as ckpt:
             registered = tracking.log_and_register_model(uri, run_id, Path(ckpt) / "model",
                                                          cfg.mlflow.registered_model, cfg.mlflow.alias)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return result, registered
+
+    result, registered = fit_on_ray(
+        sft_loop_per_worker,
+        {"job": cfg.model_dump(mode="json"), "base_dir": str(base_dir), "data_path": str(data_path),
+         "run_id": run_id, "tracking_uri": uri},
+        name=name, workers=cfg.workers, storage=default_storage(cfg.workers, home), client=client,
+        run_id=run_id, keep_checkpoints=2, finish=finish, log=log,
+        announce=f"[ringbit] fine-tuning {cfg.base_model} to {goal} "
+                 f"({cfg.train.max_steps} steps, {cfg.workers.num_workers} workers)",
+    )
     log(f"[ringbit] done: val_ppl={result.metrics.get('val_ppl', float('nan')):.4g}")
     if registered:
         log(f"[ringbit] registered model: {registered}")

@@ -1,6 +1,8 @@
 """One Tune trial: build the trial's pretraining config, open its MLflow child run, and fit a
-TorchTrainer whose reports reach Tune through TuneReportCallback (the Ray 2.60 pattern: Tune runs
-a driver function, not `Tuner(trainer)`)."""
+TorchTrainer (the one training driver, ringbit.train.driver.fit_on_ray) whose reports reach Tune
+through TuneReportCallback (the Ray 2.60 pattern: Tune runs a driver function, not
+`Tuner(trainer)`). Tune owns the trial's lifecycle: it stops a trial by ending its driver, and the
+sweep closes stopped trials' runs (tune/sweep.py mark_children), so no SIGTERM handler here."""
 
 from __future__ import annotations
 
@@ -24,11 +26,10 @@ def run_trial(params: dict[str, Any], *, sweep: dict, base: dict, data_dirs: dic
               tokenizer_config: dict | None = None) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ringbit import tracking
+    from ringbit.train.driver import fit_on_ray
     from ringbit.train.loop import train_loop_per_worker
     from ringbit.tune.space import trial_config
 
@@ -45,23 +46,18 @@ def run_trial(params: dict[str, Any], *, sweep: dict, base: dict, data_dirs: dic
                                        STATUS_TAG: "running", **tracking.default_tags()})
     tracking.log_params(client, run_id, {**flatten(cfg.model_dump(mode="json")),
                                          **{f"trial.{k}": v for k, v in params.items()}})
-    trainer = TorchTrainer(
+
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            client.set_tag(run_id, STATUS_TAG, "failed")
+            client.set_tag(run_id, "ringbit.error", str(exc)[:4000])
+
+    fit_on_ray(
         train_loop_per_worker,
-        train_loop_config={"job": cfg.model_dump(mode="json"), "data_dir": data_dirs[cfg.data.seq_len],
-                           "run_id": run_id, "tracking_uri": tracking_uri, "init_from_dir": init_from_dir,
-                           "tokenizer_config": tokenizer_config or {}},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage) / "trials"),
-                             failure_config=FailureConfig(max_failures=sweep_cfg.trial_max_failures),
-                             callbacks=[TuneReportCallback()]),
+        {"job": cfg.model_dump(mode="json"), "data_dir": data_dirs[cfg.data.seq_len], "run_id": run_id,
+         "tracking_uri": tracking_uri, "init_from_dir": init_from_dir, "tokenizer_config": tokenizer_config or {}},
+        name=name, workers=cfg.workers, storage=Path(storage) / "trials", client=client, run_id=run_id,
+        max_failures=sweep_cfg.trial_max_failures, callbacks=[TuneReportCallback()],
+        finish=lambda result: client.set_tag(run_id, STATUS_TAG, "finished"),
+        on_failure=failed, handle_sigterm=False, note_placement=False,
     )
-    try:
-        trainer.fit()
-    except Exception as exc:
-        client.set_tag(run_id, STATUS_TAG, "failed")
-        client.set_tag(run_id, "ringbit.error", str(exc)[:4000])
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_tag(run_id, STATUS_TAG, "finished")
-    client.set_terminated(run_id, "FINISHED")

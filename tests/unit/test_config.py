@@ -35,22 +35,22 @@ AGENT_CONFIGS = {"agents-computer.yaml": "eval-computer", "agents-react.yaml": "
 
 @pytest.mark.parametrize("name", sorted(AGENT_CONFIGS))
 def test_shipped_agent_configs_are_valid(name, monkeypatch):
-    from ringbit.cli import WORKFLOWS
+    from ringbit.workflows import WORKFLOWS
 
     if "react" in name and not (REPO.parent / "shared" / "fireact").is_dir():
         pytest.skip("the FireAct trajectories these configs name (../shared/fireact) are absent")
     monkeypatch.chdir(REPO)  # their relative data paths are relative to the repository
-    cfg = load_config(WORKFLOWS[AGENT_CONFIGS[name]][0], REPO / "jobs" / "configs" / name)
+    cfg = load_config(WORKFLOWS[AGENT_CONFIGS[name]].schema, REPO / "jobs" / "configs" / name)
     assert cfg.mlflow.experiment == "ringbit-agents"
 
 
 def test_override_opens_an_empty_optional_section(monkeypatch):
-    from ringbit.cli import WORKFLOWS
+    from ringbit.workflows import WORKFLOWS
 
     monkeypatch.chdir(REPO)  # the config's data path is relative to the repository
     if not (REPO.parent / "shared" / "fireact").is_dir():
         pytest.skip("finetune-react.yaml names ../shared/fireact, which is absent")
-    schema = WORKFLOWS["finetune-react"][0]
+    schema = WORKFLOWS["finetune-react"].schema
     path = REPO / "jobs" / "configs" / "finetune-react.yaml"
     assert load_config(schema, path).lora is None  # `lora: null` in the file
     cfg = load_config(schema, path, ["lora.r=8", "lora.alpha=16"])
@@ -174,7 +174,7 @@ def test_dry_run_prints_resolved_config():
 
 
 def test_submit_without_a_platform_says_to_start_it():
-    from conftest import free_port
+    from helpers import free_port
 
     proc = ringbit("--dashboard-port", str(free_port()), "submit", "pretrain", "--config", "jobs/configs/tiny.yaml")
     assert proc.returncode == 1

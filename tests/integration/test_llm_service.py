@@ -2,7 +2,9 @@
 over plain HTTP (streaming included), the shared client, 422s, and a model that cannot load.
 Chat models: a tiny ChatML model with hand-set weights (its template, its stop token) and the real
 SmolLM2-135M-Instruct. The default serving config: a model too small for the evaluator's and the
-agents' prompts is refused at deploy time; an unregistered default model says what to run."""
+agents' prompts is refused at deploy time; an unregistered default model says what to run.
+
+`--set` overrides of the serving config (no Serve) are tested in tests/unit/test_serving_config.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 import requests
 import torch
 
-from conftest import free_port, ringbit
+from conftest import ringbit
+from helpers import free_port
 from ringbit.models.config import ModelConfig
 from ringbit.llm.client import LLMClient, LLMError
 
@@ -190,22 +193,6 @@ def test_an_unregistered_default_model_says_what_to_run(platform):
     assert "models:/smollm2-135m-instruct@base" in up.stderr
     assert "ringbit models import smollm2-135m-instruct" in up.stderr and "Traceback" not in up.stderr
     assert "deploying" not in up.stdout
-
-
-def test_set_overrides_application_args_and_names_mistakes():
-    from ringbit.serving import DEFAULT_CONFIG, ServeConfigError, load_serve_config, parse_arg_overrides
-
-    sets = parse_arg_overrides(["evaluator.max_new_tokens=160", "lm.autoscaling_config.max_replicas=1",
-                                "agents.api=chat"])
-    cfg = load_serve_config(DEFAULT_CONFIG, {"lm": "/some/folder"}, 8123, None, sets)
-    apps = {a["name"]: a["args"] for a in cfg["applications"]}
-    assert apps["evaluator"]["max_new_tokens"] == 160 and apps["agents"]["api"] == "chat"
-    assert apps["lm"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 8}
-    assert apps["lm"]["model"] == "/some/folder" and apps["evaluator"]["llm_url"] == "http://127.0.0.1:8123"
-    with pytest.raises(ServeConfigError, match="APP.ARG=VALUE"):
-        parse_arg_overrides(["evaluator"])
-    with pytest.raises(ServeConfigError, match="no application 'nosuch'"):
-        load_serve_config(DEFAULT_CONFIG, args={"nosuch.x": 1})
 
 
 # ------------------------------------------------------------------ a tiny chat-template model

@@ -1,24 +1,22 @@
 """Ulysses (all-to-all) and Ulysses x ring hybrid attention against single-process full attention.
 
-Real gloo process groups (torch.multiprocessing.spawn), one spawn per world size; every case runs
-inside the same workers. Each rank pads and shards the inputs with ringbit.parallel.layout, runs
-the strategy forward and backward, and rank 0 unshards the results and compares them with a
-float64 reference on the unpadded sequence: forward output, LSE, dq, dk, dv, fp32 atol 1e-5.
+Real gloo process groups (tests/helpers.py spawn_gloo: ranks forked from a forkserver with torch
+preloaded), one start per world size; every case runs inside the same workers. Each rank pads
+and shards the inputs with ringbit.parallel.layout, runs the strategy forward and backward, and
+rank 0 unshards the results and compares them with a float64 reference on the unpadded sequence:
+forward output, LSE, dq, dk, dv, fp32 atol 1e-5.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import os
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import free_port
+from helpers import spawn_gloo
 from ringbit.parallel.layout import LAYOUTS, pad_to, padded_length, shard, shard_positions, unshard
 from ringbit.parallel.ulysses import hybrid_attention, local_attention, make_sp_groups, ulysses_attention
 
@@ -108,45 +106,41 @@ def heads_error(fn) -> str:
     return "no error"
 
 
-def _worker(rank: int, world: int, port: int, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)  # world ranks share 2 cores
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        # block_size 4: several query and key blocks even on these short sequences.
-        attend = functools.partial(ulysses_attention, block_size=4)
-        for seed, case in enumerate(cases()):
-            errors = run_case(attend, case, seed, rank, world)
-            if rank == 0:
-                results[case_name(case, f"ulysses-w{world}")] = errors
+def _worker(rank: int, world: int) -> dict:
+    """Every case on this rank (inside spawn_gloo's group); rank 0's errors per case name."""
+    results = {}
+    # block_size 4: several query and key blocks even on these short sequences.
+    attend = functools.partial(ulysses_attention, block_size=4)
+    for seed, case in enumerate(cases()):
+        errors = run_case(attend, case, seed, rank, world)
+        if rank == 0:
+            results[case_name(case, f"ulysses-w{world}")] = errors
+    if world == 4:
+        for u, r in HYBRID_SPLITS:
+            ug, rg = make_sp_groups(world, rank, u)
+            attend = functools.partial(hybrid_attention, ulysses_group=ug, ring_group=rg, block_size=4)
+            for seed, case in enumerate(cases(hybrid_lengths(u))):
+                errors = run_case(attend, case, seed, rank, world)
+                if rank == 0:
+                    results[case_name(case, f"hybrid-u{u}r{r}")] = errors
+    if world > 1:
+        # Raised on every rank before any communication, so nothing hangs.
+        x = torch.randn(1, world - 1, 4, HEAD_DIM)
+        results[f"heads-error-ulysses-{rank}"] = heads_error(lambda: ulysses_attention(x, x, x, torch.arange(4)))
         if world == 4:
-            for u, r in HYBRID_SPLITS:
-                ug, rg = make_sp_groups(world, rank, u)
-                attend = functools.partial(hybrid_attention, ulysses_group=ug, ring_group=rg, block_size=4)
-                for seed, case in enumerate(cases(hybrid_lengths(u))):
-                    errors = run_case(attend, case, seed, rank, world)
-                    if rank == 0:
-                        results[case_name(case, f"hybrid-u{u}r{r}")] = errors
-        if world > 1:
-            # Raised on every rank before any communication, so nothing hangs.
-            x = torch.randn(1, world - 1, 4, HEAD_DIM)
-            results[f"heads-error-ulysses-{rank}"] = heads_error(lambda: ulysses_attention(x, x, x, torch.arange(4)))
-            if world == 4:
-                ug, rg = make_sp_groups(world, rank, 2)
-                y = torch.randn(1, 3, 4, HEAD_DIM)
-                results[f"heads-error-hybrid-{rank}"] = heads_error(
-                    lambda: hybrid_attention(y, y, y, torch.arange(4), ulysses_group=ug, ring_group=rg)
-                )
-    finally:
-        dist.destroy_process_group()
+            ug, rg = make_sp_groups(world, rank, 2)
+            y = torch.randn(1, 3, 4, HEAD_DIM)
+            results[f"heads-error-hybrid-{rank}"] = heads_error(
+                lambda: hybrid_attention(y, y, y, torch.arange(4), ulysses_group=ug, ring_group=rg)
+            )
+    return results
 
 
 @functools.cache
 def run_world(world: int) -> dict:
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(world, free_port(), results), nprocs=world, join=True)
-        return dict(results)
+    # world ranks share 2 cores: one thread each
+    per_rank = spawn_gloo(_worker, world, preload=[__name__], timeout_s=60, num_threads=1)
+    return {name: value for results in per_rank for name, value in results.items()}
 
 
 def assert_exact(results: dict, prefix: str, expected_cases: int):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from conftest import free_port, ringbit
+from conftest import ringbit
+from helpers import free_port
 
 
 @pytest.fixture(scope="module")

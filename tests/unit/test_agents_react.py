@@ -16,7 +16,7 @@ from ringbit.agents.react import (CachedSearch, ReactResult, Step, Trajectory, b
 from ringbit.agents.react.react import ALPACA_TEMPLATE, FINISH_OBSERVATION, split_step
 from ringbit.agents.react.trajectories import read_records, to_alpaca, to_chat
 
-FIREACT = Path(__file__).resolve().parents[2] / "shared" / "fireact"
+FIREACT = Path(__file__).resolve().parents[3] / "shared" / "fireact"
 ALPACA = FIREACT / "hotpotqa_alpaca.json"
 CHAT = FIREACT / "hotpotqa_chat.jsonl"
 needs_data = pytest.mark.skipif(not ALPACA.exists() or not CHAT.exists(),

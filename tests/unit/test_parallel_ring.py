@@ -1,23 +1,22 @@
 """Ring attention and blockwise attention against a float64 full-attention reference.
 
-The ring tests run real gloo process groups (torch.multiprocessing from a preloaded forkserver),
+The ring tests run real gloo process groups (tests/helpers.py spawn_gloo, from a preloaded forkserver),
 one process group per world size; each worker loops over every case, rank 0 gathers the sharded
-results, unshards them, drops the padding and records the max errors per case (in a Manager dict).
+results, unshards them, drops the padding and returns the max errors per case to the parent.
 The parent asserts per case.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
 import itertools
-import socket
 from dataclasses import asdict, dataclass
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from helpers import spawn_gloo
 
 from ringbit.parallel.blockwise import blockwise_attention, blockwise_attention_backward, merge
 from ringbit.parallel.layout import LAYOUTS, pad_to, padded_length, shard, shard_positions, unshard
@@ -116,12 +115,6 @@ def _reference_results(case: Case, inputs) -> dict[str, torch.Tensor]:
 # distributed workers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gather_full(x: torch.Tensor, case: Case, world: int, group, length: int) -> torch.Tensor:
     """Every rank's shard along the sequence dim (2) -> full tensor without padding."""
     parts = [torch.empty_like(x) for _ in range(world)]
@@ -187,55 +180,43 @@ def _count_communication(world: int, rank: int) -> dict[str, int]:
     return counts
 
 
-def _worker(rank: int, world: int, port: int, results) -> None:
-    torch.set_num_threads(1)  # 2 cores shared by up to 4 processes
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        # Subgroups whose group ranks differ from the global ranks: {0, 2} and {1, 3}.
-        pairs = [dist.new_group([0, 2]), dist.new_group([1, 3])] if world == 4 else []
-        for index, case in enumerate(_cases(world)):
-            group, sub_world, sub_rank = None, world, rank
-            if case.subgroup:
-                group = pairs[rank % 2]
-                sub_world, sub_rank = 2, dist.get_rank(group)
-            try:
-                errors = _run_case(case, index, group, sub_world, sub_rank)
-            except Exception as exc:  # name the failing case; re-raising fails the whole start
-                results[(world, case.name, rank)] = {"error": repr(exc)}
-                raise
-            if errors is not None:
-                results[(world, case.name, rank if case.subgroup else 0)] = errors
-        results[(world, "communication", rank)] = _count_communication(world, rank)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _forkserver():
-    """A forkserver context that has torch and this module imported before it forks any rank.
-
-    With the default "spawn", every rank re-imports torch (~4 s each, with 4 ranks on 2 cores),
-    which dominated the runtime; forked from a preloaded server, a rank starts in milliseconds.
-    The server itself is single-threaded, so forking it is safe (unlike forking pytest).
-    The preload is ignored if this process already runs a forkserver: then ranks import as usual.
-    """
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch.distributed", __name__])
-    return context
+def _worker(rank: int, world: int) -> dict:
+    """Every case on this rank (inside spawn_gloo's group); {(case name, reporting rank): errors}."""
+    results = {}
+    # Subgroups whose group ranks differ from the global ranks: {0, 2} and {1, 3}.
+    pairs = [dist.new_group([0, 2]), dist.new_group([1, 3])] if world == 4 else []
+    for index, case in enumerate(_cases(world)):
+        group, sub_world, sub_rank = None, world, rank
+        if case.subgroup:
+            group = pairs[rank % 2]
+            sub_world, sub_rank = 2, dist.get_rank(group)
+        try:
+            errors = _run_case(case, index, group, sub_world, sub_rank)
+        except Exception as exc:  # name the failing case; re-raising fails the whole start
+            raise RuntimeError(f"w{world} rank {rank}: case {case.name} failed: {exc!r}") from exc
+        if errors is not None:
+            results[(case.name, rank if case.subgroup else 0)] = errors
+    results[("communication", rank)] = _count_communication(world, rank)
+    dist.barrier()
+    return results
 
 
 @functools.lru_cache(maxsize=None)
 def _run_world(world: int) -> dict:
-    """Start `world` gloo ranks once; per-case errors keyed by (case name, reporting rank)."""
-    with _forkserver().Manager() as manager:
-        results = manager.dict()
-        try:
-            mp.start_processes(_worker, args=(world, _free_port(), results), nprocs=world, join=True,
-                               start_method="forkserver")
-        except Exception as exc:  # cached, so one failed spawn is reported by every case, not re-run
-            return {"spawn_error": repr(exc)}
-        return {(name, rank): dict(errs) for (_, name, rank), errs in results.items()}
+    """Start `world` gloo ranks once; per-case errors keyed by (case name, reporting rank).
+
+    The ranks fork from a forkserver that has torch and this module imported (spawn_gloo's
+    preload): with the default "spawn", every rank re-imports torch (~4 s each, with 4 ranks on
+    2 cores), which dominated the runtime; forked from a preloaded server, a rank starts in
+    milliseconds. The server itself is single-threaded, so forking it is safe (unlike forking
+    pytest). The preload is ignored if this process already runs a forkserver.
+    """
+    try:
+        per_rank = spawn_gloo(_worker, world, preload=[__name__], timeout_s=60,
+                              num_threads=1)  # 2 cores shared by up to 4 processes
+    except Exception as exc:  # cached, so one failed spawn is reported by every case, not re-run
+        return {"spawn_error": repr(exc)}
+    return {key: errs for results in per_rank for key, errs in results.items()}
 
 
 def _ring_params():

@@ -11,7 +11,8 @@ import pytest
 import requests
 import torch
 
-from conftest import free_port, ringbit
+from conftest import ringbit
+from helpers import free_port
 from ringbit.models.config import ModelConfig
 
 # A long context: agent prompts (screens, trajectories, summaries) are hundreds of tokens.

@@ -1,5 +1,7 @@
 """Synthetic data -> fine-tuning job (prompt masked, Ray Train + DeepSpeed) -> the fine-tuned
-model behind the evaluator -> meta-evaluation, at tiny scale, every step's run in MLflow."""
+model behind the evaluator -> meta-evaluation, at tiny scale, every step's run in MLflow.
+
+Prompt masking of the fine-tuning rows (no Ray) is tested in tests/unit/test_evaluator_finetune_rows.py."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import json
 import pytest
 import torch
 
-from conftest import free_port, ringbit
+from conftest import ringbit
+from helpers import free_port
 from ringbit.models.config import ModelConfig
-from ringbit.evaluator.finetune import IGNORE, to_tensors, tokenize_examples
 
 CFG = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
 
@@ -25,22 +27,6 @@ def base_model(tmp_path_factory):
     torch.manual_seed(0)
     tok = train_tokenizer(builtin_documents("builtin:python-topics"), CFG.vocab_size)
     return save_model_dir(tmp_path_factory.mktemp("base"), CFG, Transformer(CFG).state_dict(), tok.to_str())
-
-
-def test_only_report_tokens_are_learned(base_model):
-    from tokenizers import Tokenizer
-
-    from ringbit.evaluator.synthetic import make_examples
-
-    tok = Tokenizer.from_file(str(base_model / "tokenizer.json"))
-    examples = make_examples(["The quick brown fox jumps over the lazy dog near the old river bank."] * 2, 3)
-    rows = tokenize_examples(examples, tok, "zh-en", 1024)
-    ids, labels = to_tensors(rows, pad=0)
-    for i, (row, n_prompt) in enumerate(rows):
-        learned = labels[i][labels[i] != IGNORE].tolist()
-        assert learned == row[n_prompt:]  # the report (and EOS), nothing of the prompt
-        assert (labels[i, : n_prompt - 1] == IGNORE).all()
-    assert tokenize_examples(examples, tok, "zh-en", 16) == []  # too long: dropped
 
 
 def test_synthetic_finetune_then_meta_evaluation(platform, base_model, tmp_path):
@@ -86,3 +72,43 @@ def test_synthetic_finetune_then_meta_evaluation(platform, base_model, tmp_path)
         assert {"kendall_tau", "pearson"} <= set(client.get_run(result["mlflow_run"]).data.metrics)
     finally:
         ringbit("serve", "down", env=env, timeout=120)
+
+
+def test_stopped_finetune_job_leaves_its_run_killed(platform, base_model):
+    """`ringbit stop` of a running fine-tuning job: the driver's SIGTERM handler marks the MLflow
+    run KILLED and the error path does not overwrite it with FAILED (ringbit.train.driver)."""
+    import re
+    import time
+
+    from ray.job_submission import JobStatus
+
+    from ringbit.jobs import job_client
+
+    env, client, url = platform
+    env = {**env, "MLFLOW_TRACKING_URI": url}
+    name = "t-sft-stop"
+    first = ringbit("submit", "finetune-evaluator", "-c", "jobs/configs/finetune-evaluator.yaml",
+                    "--name", name, "--no-follow", "--set", f"base_model={base_model}",
+                    "--set", "max_seq_len=640", "--set", "data.corpus=builtin:python-topics",
+                    "--set", "data.n_train=16", "--set", "data.n_val=4", "--set", "train.max_steps=2000",
+                    "--set", "train.eval_interval=1000", "--set", "train.checkpoint_interval=1000",
+                    "--set", "train.global_batch_size=4", "--set", "train.micro_batch_size=2",
+                    "--set", "train.warmup_steps=2", "--set", "mlflow.experiment=ringbit-tests",
+                    "--set", "mlflow.registered_model=null", env=env, check=True)
+    job_id = re.search(r"submitted (\S+)", first.stdout).group(1)
+    deadline, run_id = time.time() + 600, None
+    while time.time() < deadline:  # wait until the workers train (SFT logs every step)
+        exp = client.get_experiment_by_name("ringbit-tests")
+        runs = exp and client.search_runs([exp.experiment_id], f"tags.`ringbit.job_name` = '{name}'")
+        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+            run_id = runs[0].info.run_id
+            break
+        time.sleep(0.5)
+    assert run_id, "the job never logged a training step"
+    ringbit("stop", job_id, env=env, check=True)
+    jc = job_client(f"http://127.0.0.1:{env['RINGBIT_DASHBOARD_PORT']}")
+    while jc.get_job_status(job_id) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert jc.get_job_status(job_id) == JobStatus.STOPPED, "job finished before it could be stopped"
+    assert client.get_run(run_id).info.status == "KILLED"

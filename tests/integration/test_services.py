@@ -3,6 +3,8 @@
 One up/down cycle for the module (~10 s up, ~3 s down on 2 cores). Nothing is mocked. The token is
 the default one (~/.ray/auth_token): Ray caches the token it first reads for the whole process, so
 a per-test token file would clash with the other tests in the same pytest process.
+
+PlatformSettings alone (no processes) is tested in tests/unit/test_services_settings.py.
 """
 
 from __future__ import annotations
@@ -16,14 +18,9 @@ import psutil
 import pytest
 import requests
 
+from helpers import free_port
 from ringbit import services
 from ringbit.services import PlatformSettings, ServiceError
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -44,8 +41,8 @@ def gone(pid: int) -> bool:
 
 
 def private_settings(home) -> PlatformSettings:
-    return PlatformSettings(
-        home=home, ray_port=free_port(), dashboard_port=free_port(), mlflow_port=free_port()
+    return PlatformSettings(  # "": free on every interface, as Ray binds them
+        home=home, ray_port=free_port(""), dashboard_port=free_port(""), mlflow_port=free_port("")
     )
 
 
@@ -66,17 +63,6 @@ def platform(ray_auth, tmp_path_factory):
         services.down(settings)  # also when a test failed half-way
         # Ray's session logs for this throwaway home; a real home keeps them for debugging.
         shutil.rmtree(services._ray_temp_dir(settings), ignore_errors=True)
-
-
-def test_settings_from_env_then_overrides(monkeypatch, tmp_path):
-    monkeypatch.setenv("RINGBIT_HOME", str(tmp_path))
-    monkeypatch.setenv("RINGBIT_MLFLOW_PORT", "5123")
-    settings = PlatformSettings.from_env(dashboard_port=9000, ray_port=None)
-    assert settings.home == tmp_path.resolve()
-    assert (settings.ray_port, settings.dashboard_port, settings.mlflow_port) == (6379, 9000, 5123)
-    assert settings.ray_address == "127.0.0.1:6379"
-    assert settings.dashboard_url == "http://127.0.0.1:9000"
-    assert settings.mlflow_url == "http://127.0.0.1:5123"
 
 
 def test_up_is_healthy_idempotent_and_serves_clients(platform):
@@ -145,10 +131,3 @@ def test_port_taken_by_someone_else_is_named_and_nothing_starts(ray_auth, tmp_pa
     state_file = settings.home / "services.json"
     assert not state_file.exists() or json.loads(state_file.read_text()) == {}
     assert port_free(settings.ray_port, "") and port_free(settings.dashboard_port)
-
-
-def test_default_home_is_absolute(monkeypatch):
-    """The default ~/.ringbit is expanded: a relative home would scatter state by working dir."""
-    monkeypatch.delenv("RINGBIT_HOME", raising=False)
-    home = PlatformSettings.from_env().home
-    assert home.is_absolute() and "~" not in str(home) and home.name == ".ringbit"

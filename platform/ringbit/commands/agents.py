@@ -1,0 +1,82 @@
+"""`ringbit agents eval computer / react / memwalker`: agent evaluations as Ray jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ringbit.commands.jobs import SubmitOptions, submit_job
+from ringbit.commands.options import AddressOpt, SetOpt
+
+agents_app = typer.Typer(help="Language agents: evaluation jobs (MiniWoB++ computer control, ReAct, "
+                              "MemWalker); REST runs go through `ringbit serve up`.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate an agent as a Ray job; results, plots and trajectories in MLflow.",
+                       no_args_is_help=True)
+agents_app.add_typer(eval_app, name="eval")
+LLMUrlOpt = Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible endpoint (default: the platform's LM service, `ringbit serve up`).")]
+LLMModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name sent to the endpoint (default: its first).")]
+LLMApiOpt = Annotated[Optional[str], typer.Option("--api", help="completions (prompts as-is) or chat (one user message).")]
+NameOpt = Annotated[Optional[str], typer.Option(help="Run name in MLflow and the Jobs API.")]
+FollowOpt = Annotated[bool, typer.Option("--follow/--no-follow", help="Show progress until the job ends.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config only.")]
+
+
+def _eval(workflow: str, config: Path | None, default: str, options: dict[str, Any], overrides: list[str] | None,
+          name: str | None, address: str | None, dry_run: bool, follow_logs: bool) -> None:
+    from ringbit.jobs import REPO_ROOT
+
+    sets = [f"{k}={v}" for k, v in options.items() if v is not None]
+    submit_job(SubmitOptions(workflow, config or REPO_ROOT / "jobs" / "configs" / default,
+                             sets + list(overrides or []), name=name, address=address, dry_run=dry_run,
+                             follow_logs=follow_logs))
+@eval_app.command("computer")
+def eval_computer(
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated MiniWoB++ tasks, e.g. click-button,enter-text.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds: 0-9, or 0,3,7.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials per episode (reflection between them), 1-10.")] = None,
+    browsers: Annotated[Optional[int], typer.Option(help="Browser actors running episodes in parallel.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-computer.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """Structured-reflection computer-control agent on real MiniWoB++ (headless Chromium): success
+    rate per task and per trial, trajectories (screens, plans, actions, reflections) in MLflow."""
+    opts = {"tasks": f"[{tasks}]" if tasks else None, "seeds": f"'{seeds}'" if seeds else None,
+            "trials": trials, "browsers": browsers, "llm.url": llm_url, "llm.model": model, "llm.api": api}
+    _eval("eval-computer", config, "agents-computer.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
+@eval_app.command("react")
+def eval_react(
+    questions: Annotated[Optional[str], typer.Option(help="FireAct trajectories (gold = finish answers) or JSONL of {question, answer}.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Questions to evaluate.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="all, or heldout (the fine-tuning job's held-out questions).")] = None,
+    search: Annotated[Optional[str], typer.Option(help="cache (the trajectories' recorded results), cache:FILE or bm25:PASSAGES.jsonl.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-react.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """FireAct ReAct agent on HotpotQA questions with an offline search tool: EM / F1 in MLflow."""
+    opts = {"questions": questions, "n": n, "split": split, "search": search, "llm.url": llm_url,
+            "llm.model": model, "llm.api": api}
+    _eval("eval-react", config, "agents-react.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
+@eval_app.command("memwalker")
+def eval_memwalker(
+    docs: Annotated[Optional[int], typer.Option(help="Synthetic documents (one planted-fact question each).")] = None,
+    words: Annotated[Optional[int], typer.Option(help="Words per document.")] = None,
+    segment_words: Annotated[Optional[int], typer.Option(help="Words per leaf segment.")] = None,
+    llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-memwalker.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """MemWalker on synthetic long documents with planted facts: accuracy in MLflow."""
+    opts = {"n_docs": docs, "n_words": words, "segment_words": segment_words, "llm.url": llm_url,
+            "llm.model": model, "llm.api": api}
+    _eval("eval-memwalker", config, "agents-memwalker.yaml", opts, overrides, name, address, dry_run, follow_logs)

@@ -1,0 +1,106 @@
+"""`ringbit evaluator synth / meta-eval` (InstructScore evaluator) and `ringbit eval-ppl`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ringbit.console import fail
+
+evaluator_app = typer.Typer(help="InstructScore evaluator: synthetic training data, meta-evaluation.",
+                            no_args_is_help=True)
+
+
+@evaluator_app.command("synth")
+def evaluator_synth(
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    n: Annotated[int, typer.Option(help="Examples to write.")] = 1000,
+    corpus: Annotated[str, typer.Option(help="builtin:python-docs, builtin:python-topics or a text file.")] = "builtin:python-docs",
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic output).")] = 0,
+) -> None:
+    """SEScore-style synthetic (reference, candidate, report, score) examples from a corpus:
+    1-5 insert / delete / replace / swap errors per sentence, minor or major."""
+    from ringbit.data.corpus import BUILTINS, builtin_documents
+    from ringbit.evaluator.synthetic import make_examples, write_jsonl
+
+    if corpus in BUILTINS:
+        texts = builtin_documents(corpus)
+    elif Path(corpus).is_file():
+        texts = [Path(corpus).read_text(errors="replace")]
+    else:
+        raise fail(f"--corpus {corpus!r}: not a file nor one of {', '.join(BUILTINS)}", 2)
+    if n < 1:
+        raise fail("--n must be at least 1", 2)
+    try:
+        examples = make_examples(texts, n, seed=seed)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    write_jsonl(examples, out)
+    errors = sum(len(e.errors) for e in examples)
+    typer.echo(f"wrote {len(examples)} examples ({errors} errors) to {out}")
+
+
+@evaluator_app.command("meta-eval")
+def evaluator_meta_eval(
+    data: Annotated[Path, typer.Option(help="Gold segments: synthetic .jsonl or a human-score .tsv (system, source, reference, candidate, score[, task]).")],
+    evaluator_url: Annotated[str, typer.Option(help="The evaluator service, e.g. http://127.0.0.1:8000.")] = "http://127.0.0.1:8000",
+    limit: Annotated[Optional[int], typer.Option(help="Use the first N segments.")] = None,
+    batch: Annotated[int, typer.Option(help="Items per request (at most the evaluator's max_items).")] = 8,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "ringbit-evaluator",
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (default: the local platform's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Segment-level Kendall tau and Pearson between the evaluator's scores and gold scores,
+    logged to MLflow with a scatter plot and the predictions."""
+    from tqdm import tqdm
+
+    from ringbit.evaluator.metaeval import ScoringError, read_gold, run_meta_eval
+
+    try:
+        segments = read_gold(data, limit)
+    except ValueError as exc:
+        raise fail(f"--data {data}: {exc}", 2) from None
+    with tqdm(total=len(segments), unit="seg", desc="meta-eval", disable=as_json) as bar:
+        try:
+            result = run_meta_eval(segments, evaluator_url, data, batch, experiment, mlflow_uri, bar.update)
+        except ScoringError as exc:
+            raise fail(f"--evaluator-url {evaluator_url}: {exc}") from None
+    typer.echo(json.dumps(result) if as_json else
+               f"Kendall tau {result['kendall_tau']:.4f}   Pearson {result['pearson']:.4f}   "
+               f"({result['n']} segments; MLflow run {result['mlflow_run']})")
+
+
+def eval_ppl(
+    model: Annotated[str, typer.Option(help="Model folder, MLflow run id, runs:/… or models:/name@alias.")],
+    data: Annotated[str, typer.Option(help="Text file to score (or builtin:python-topics / builtin:python-docs).")],
+    context: Annotated[Optional[int], typer.Option(help="Window length (default: the model's max_seq_len).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Window step (default: context // 2).")] = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI for run/registry models.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Log-perplexity of a model on a text, with a sliding window for long texts."""
+    from tqdm import tqdm
+
+    from ringbit.eval_ppl import PerplexityInputError, eval_perplexity
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="tok", desc="eval-ppl", disable=as_json)
+        bar.update(done - bar.n)
+
+    try:
+        result = eval_perplexity(model, data, context, stride, mlflow_uri, progress)
+    except PerplexityInputError as exc:
+        raise fail(str(exc), 2) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(json.dumps(result) if as_json else
+               f"log-perplexity {result['log_ppl']:.4f}   perplexity {result['ppl']:.3f}   "
+               f"({result['tokens']} tokens, context {result['context']}, stride {result['stride']})")
