@@ -30,6 +30,35 @@ def ringbit(*args: str, env: dict | None = None, timeout: float = 600, check: bo
 
 
 @pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny random ringbit model folder with a BPE tokenizer trained on a built-in corpus (the
+    evaluator fine-tuning tests' base, in both tiers)."""
+    import torch
+
+    from ringbit.data.corpus import builtin_documents
+    from ringbit.data.tokenizer import train_tokenizer
+    from ringbit.models import Transformer
+    from ringbit.models.config import ModelConfig
+    from ringbit.models.io import save_model_dir
+
+    cfg = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
+    torch.manual_seed(0)
+    tok = train_tokenizer(builtin_documents("builtin:python-topics"), cfg.vocab_size)
+    return save_model_dir(tmp_path_factory.mktemp("base"), cfg, Transformer(cfg).state_dict(), tok.to_str())
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A tiny Llama written as a Hugging Face folder and as a GGUF file (the import tests' sources)."""
+    from tiny_llama import write_gguf_from_hf, write_hf_llama
+
+    root = tmp_path_factory.mktemp("import-sources")
+    hf = write_hf_llama(root / "Tiny_Llama-HF")
+    gguf_file = write_gguf_from_hf(hf, root / "tiny-llama.gguf")
+    return {"root": root, "hf": hf, "gguf": gguf_file}
+
+
+@pytest.fixture(scope="module")
 def local_ray():
     """A private local Ray instance per test module (Ray Data, Ray Train): a fresh cluster keeps
     modules independent of what earlier ones left behind."""

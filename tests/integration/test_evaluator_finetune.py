@@ -7,26 +7,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from conftest import ringbit
 from helpers import free_port
-from ringbit.models.config import ModelConfig
-
-CFG = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    from ringbit.data.corpus import builtin_documents
-    from ringbit.data.tokenizer import train_tokenizer
-    from ringbit.models import Transformer
-    from ringbit.models.io import save_model_dir
-
-    torch.manual_seed(0)
-    tok = train_tokenizer(builtin_documents("builtin:python-topics"), CFG.vocab_size)
-    return save_model_dir(tmp_path_factory.mktemp("base"), CFG, Transformer(CFG).state_dict(), tok.to_str())
 
 
 def test_synthetic_finetune_then_meta_evaluation(platform, base_model, tmp_path):

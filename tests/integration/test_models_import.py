@@ -19,21 +19,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import ringbit
-from tiny_llama import write_gguf_from_hf, write_hf_llama
 
 from ringbit.models.catalog import resolve, slug
 from ringbit.models.io import load_model_dir, read_tokenizer_config
 from ringbit.tracking import resolve_model_ref
 
 IDS = torch.tensor([[3, 17, 42, 99, 7, 250, 11, 300, 5, 64]])
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("import-sources")
-    hf = write_hf_llama(root / "Tiny_Llama-HF")
-    gguf_file = write_gguf_from_hf(hf, root / "tiny-llama.gguf")
-    return {"root": root, "hf": hf, "gguf": gguf_file}
 
 
 def import_json(env, *args, timeout=300):

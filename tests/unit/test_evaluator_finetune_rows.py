@@ -5,25 +5,7 @@ Moved from tests/integration/test_evaluator_finetune.py (the fine-tuning job sta
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from ringbit.models.config import ModelConfig
 from ringbit.evaluator.finetune import IGNORE, to_tensors, tokenize_examples
-
-CFG = ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    from ringbit.data.corpus import builtin_documents
-    from ringbit.data.tokenizer import train_tokenizer
-    from ringbit.models import Transformer
-    from ringbit.models.io import save_model_dir
-
-    torch.manual_seed(0)
-    tok = train_tokenizer(builtin_documents("builtin:python-topics"), CFG.vocab_size)
-    return save_model_dir(tmp_path_factory.mktemp("base"), CFG, Transformer(CFG).state_dict(), tok.to_str())
 
 
 def test_only_report_tokens_are_learned(base_model):

@@ -10,17 +10,8 @@ import pytest
 
 from conftest import ringbit
 from helpers import free_port
-from tiny_llama import write_gguf_from_hf, write_hf_llama
 
 from ringbit.models.catalog import CATALOG, CatalogEntry, CatalogError, resolve
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("import-sources")
-    hf = write_hf_llama(root / "Tiny_Llama-HF")
-    gguf_file = write_gguf_from_hf(hf, root / "tiny-llama.gguf")
-    return {"root": root, "hf": hf, "gguf": gguf_file}
 
 
 def test_catalog_entry_without_its_package_names_the_install_command(monkeypatch, tmp_path):
