@@ -210,3 +210,28 @@ def test_task_names_and_defaults():
     assert len(names) > 100 and "click-button" in names
     assert resolve_task("miniwob/login-user-v1") == resolve_task("login-user-v1") == "login-user"
     assert TASKS_DEFAULT and all(t in names for t in TASKS_DEFAULT)
+
+
+def test_browser_health_watches_chromedriver_and_the_browser_not_its_helpers():
+    """Chromium's renderer and utility processes come and go as pages load; only the processes
+    without `--type=` (chromedriver, the browser itself) decide whether the browser is healthy."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ringbit.agents.computer.env import _vital
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    main = subprocess.Popen(sleep)
+    helper = subprocess.Popen([*sleep, "--type=renderer"])
+    try:
+        procs = [psutil.Process(main.pid), psutil.Process(helper.pid)]
+        assert [p.pid for p in _vital(procs)] == [main.pid]
+        helper.kill()
+        helper.wait()
+        assert [p.pid for p in _vital(procs)] == [main.pid]  # an exited helper is skipped
+    finally:
+        main.kill()
+        helper.kill()
+        main.wait()

@@ -96,6 +96,20 @@ def _process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _vital(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """chromedriver and the browser's main process: the ones whose death breaks the session.
+    Chromium's helpers (`--type=renderer`, `utility`, ...) come and go as pages load (a
+    navigation swaps renderers), so they say nothing about the browser's health."""
+    out = []
+    for proc in procs:
+        try:
+            if not any(arg.startswith("--type=") for arg in proc.cmdline()):
+                out.append(proc)
+        except psutil.Error:
+            pass  # a helper that already exited
+    return out
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -210,6 +224,7 @@ class MiniWoBEnv:
         self._obs: Observation | None = None
         self._held: set[str] = set()
         self._procs: list[psutil.Process] = []
+        self._vital: list[psutil.Process] = []
         self._profiles: list[str] = []
         self._start()
 
@@ -227,6 +242,7 @@ class MiniWoBEnv:
             driver.set_script_timeout(SCRIPT_TIMEOUT_S)
             driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT_S)
             self._procs = _process_tree(driver.service.process.pid)
+            self._vital = _vital(self._procs)
             self._profiles = _profile_dirs(self._procs)
         except Exception as exc:  # selenium, driver start, page load
             self.broken = _reason(exc)
@@ -249,7 +265,8 @@ class MiniWoBEnv:
     def healthy(self) -> bool:
         """Not known broken, and chromedriver and the browser are still running (a browser that
         died between episodes is found here, before an episode is spent on it)."""
-        return self.broken is None and self._env is not None and all(_alive(p) for p in self._procs)
+        return (self.broken is None and self._env is not None
+                and all(_alive(p) for p in self._vital))
 
     def restart(self) -> None:
         """Close the browser (if any) and start a fresh one on the same task."""
@@ -280,7 +297,7 @@ class MiniWoBEnv:
             if Path(folder).name.startswith(("org.chromium.", ".org.chromium.")):
                 shutil.rmtree(folder, ignore_errors=True)
         self._env = None
-        self._procs, self._profiles = [], []
+        self._procs, self._vital, self._profiles = [], [], []
         self._held.clear()
 
     def __enter__(self) -> MiniWoBEnv:
