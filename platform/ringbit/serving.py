@@ -84,80 +84,22 @@ def load_serve_config(path: Path, models: dict[str, str] | None = None,
 
 
 # How to register a registry model the configs name, by registered-model name.
-REGISTER_HINTS = {"ringbit-lm": "`make demo` trains the demo model and registers it as models:/ringbit-lm@current"}
-
-
-def register_hint(name: str) -> str:
-    """What to run so that registered model `name` exists."""
-    try:
-        from ringbit.models.catalog import CATALOG
-    except Exception:  # the catalog is optional here: without it the generic hint stands
-        CATALOG = {}
-    if name in CATALOG:
-        return (f"run `ringbit models import {name}` (it registers models:/{name}@base), "
-                "then `ringbit serve up` again")
-    if name in REGISTER_HINTS:
-        return REGISTER_HINTS[name]
-    return (f"register it first (`ringbit models import SOURCE --name {name}`, or a training job with "
-            f"mlflow.registered_model: {name})")
-
-
-def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
-    """models:/NAME@ALIAS or models:/NAME/VERSION -> (name, alias, version); None otherwise."""
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, _, alias = rest.partition("@")
-        return (name, alias, None) if name and alias and "/" not in name else None
-    name, _, version = rest.partition("/")
-    return (name, None, version) if name and version.isdigit() else None
-
-
-def _mlflow_answers(uri: str) -> bool:
-    import urllib.request
-
-    if not uri.startswith("http"):
-        return True  # a local store: MLflow itself says what is missing
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3).read()
-        return True
-    except Exception:
-        return False
-
-
 def check_registered_models(config: dict[str, Any]) -> None:
     """ServeConfigError naming the application, the missing registry model and what to run, for
     every models:/ reference that the registry does not have. Nothing is checked when MLflow does
     not answer (the replica then reports why it cannot load the model)."""
+    from ringbit.tracking import missing_registered_model
+
     missing = []
     for app in config.get("applications", []):
         args = app.get("args", {})
         ref = args.get("model")
-        if not isinstance(ref, str) or not ref.startswith("models:/"):
+        if not isinstance(ref, str):
             continue
-        parsed = _parse_models_uri(ref)
-        if parsed is None:
-            continue
-        from ringbit.tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(args.get("tracking_uri"))
-        if not _mlflow_answers(uri):
-            continue
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-
-        name, alias, version = parsed
-        try:
-            client = MlflowClient(uri)
-            if alias:
-                client.get_model_version_by_alias(name, alias)
-            else:
-                client.get_model_version(name, version)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code) and "not found" not in str(exc).lower():
-                raise
-            missing.append(f"application {app['name']!r} serves {ref}, which is not registered in MLflow "
-                           f"({uri}): {register_hint(name)}; or serve another model with "
-                           f"--model {app['name']}=FOLDER|models:/NAME@ALIAS")
+        why = missing_registered_model(ref, args.get("tracking_uri"))
+        if why:
+            missing.append(f"application {app['name']!r} serves {why}, then `ringbit serve up` again; "
+                           f"or serve another model with --model {app['name']}=FOLDER|models:/NAME@ALIAS")
     if missing:
         raise ServeConfigError("\n".join(missing))
 

@@ -178,6 +178,73 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
     raise FileNotFoundError(f"{uri} holds no ringbit model folder (config.json not found)")
 
 
+REGISTER_HINTS = {"ringbit-lm": "`make demo` trains the demo model and registers it as models:/ringbit-lm@current"}
+
+
+def register_hint(name: str) -> str:
+    """What to run so that registered model `name` exists."""
+    try:
+        from ringbit.models.catalog import CATALOG
+    except Exception:  # the catalog is optional here: without it the generic hint stands
+        CATALOG = {}
+    if name in CATALOG:
+        return f"run `ringbit models import {name}` (it registers models:/{name}@base)"
+    if name in REGISTER_HINTS:
+        return REGISTER_HINTS[name]
+    return (f"register it first (`ringbit models import SOURCE --name {name}`, or a training job with "
+            f"mlflow.registered_model: {name})")
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """models:/NAME@ALIAS or models:/NAME/VERSION -> (name, alias, version); None otherwise."""
+    if not uri.startswith("models:/"):
+        return None
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        return (name, alias, None) if name and alias and "/" not in name else None
+    name, _, version = rest.partition("/")
+    return (name, None, version) if name and version.isdigit() else None
+
+
+def _mlflow_answers(uri: str) -> bool:
+    import urllib.request
+
+    if not uri.startswith("http"):
+        return True  # a local store: MLflow itself says what is missing
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3).read()
+        return True
+    except Exception:
+        return False
+
+
+def missing_registered_model(ref: str, tracking_uri: str | None = None) -> str | None:
+    """For a models:/ reference the registry lacks: "REF, which is not registered in MLflow (URI):
+    what to run". None when it is registered, is not a models:/ reference, or MLflow does not
+    answer (whoever loads the model then reports why), so callers can refuse up front."""
+    from mlflow.exceptions import MlflowException
+
+    parsed = parse_models_uri(ref)
+    if parsed is None:
+        return None
+    uri = resolve_tracking_uri(tracking_uri)
+    if not _mlflow_answers(uri):
+        return None
+    name, alias, version = parsed
+    try:
+        client = MlflowClient(uri)
+        if alias:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code) and "not found" not in str(exc).lower():
+            raise
+        return f"{ref}, which is not registered in MLflow ({uri}): {register_hint(name)}"
+    return None
+
+
 def log_benchmark_run(
     run_name: str,
     params: dict[str, Any],

@@ -123,6 +123,13 @@ def test_continued_pretraining_from_a_registered_model_with_zero3_starts_at_the_
 
     env, client, url = platform_env
     exp = tracking.experiment_id(client, "ringbit-tests")
+    # not registered yet: refused at submit (exit 2, what to run), not minutes later in the job
+    early = ringbit("submit", "pretrain", "-c", "jobs/configs/smollm2-fp.yaml", "--set",
+                    "init_from=models:/tiny-llama@base", "--name", "t-unregistered", env=env, timeout=120)
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert "init_from: models:/tiny-llama@base, which is not registered in MLflow" in early.stderr
+    assert "ringbit models import SOURCE --name tiny-llama" in early.stderr
+    assert "submitted" not in early.stdout and "Traceback" not in early.stderr
     run = client.create_run(exp, run_name="import-tiny")
     assert tracking.log_and_register_model(url, run.info.run_id, tiny_base, "tiny-llama", "base") == \
         "models:/tiny-llama@base"

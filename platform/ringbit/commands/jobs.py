@@ -47,10 +47,15 @@ def submit_job(opts: SubmitOptions) -> None:
         typer.echo(to_yaml(cfg), nl=False)
         return
     from ringbit import jobs
-    from ringbit.tracking import resolve_tracking_uri
+    from ringbit.tracking import missing_registered_model, resolve_tracking_uri
 
+    tracking_uri = resolve_tracking_uri(opts.mlflow_uri or cfg.mlflow.tracking_uri)
+    for field, ref in _model_refs(workflow, cfg):  # refuse now, not minutes later in the job
+        why = missing_registered_model(ref, tracking_uri)
+        if why:
+            raise fail(f"{field}: {why}", 2)
     platform = settings()
-    env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri(opts.mlflow_uri or cfg.mlflow.tracking_uri),
+    env = {"MLFLOW_TRACKING_URI": tracking_uri,
            "RAY_AUTH_MODE": "token", "RINGBIT_HOME": str(platform.home),
            # relative data paths in a config mean relative to here (jobs run in a repo copy)
            "RINGBIT_SUBMIT_CWD": str(Path.cwd()),
@@ -81,6 +86,17 @@ def submit_job(opts: SubmitOptions) -> None:
     typer.echo(f"job {job_id}: {final}")
     if final not in ("SUCCEEDED", "DETACHED"):
         raise typer.Exit(1)
+
+
+def _model_refs(workflow: str, cfg) -> list[tuple[str, str]]:
+    """(field, reference) of the model a job starts from: pretraining's init_from (a sweep's
+    base's), a fine-tune's base_model."""
+    if workflow == "sweep":
+        from ringbit.tune.space import base_config
+
+        return [(f"base {cfg.base}: init_from", ref) for ref in [base_config(cfg).init_from] if ref]
+    return [(field, ref) for field in ("init_from", "base_model")
+            if isinstance(ref := getattr(cfg, field, None), str)]
 
 
 SUBMIT_HELP = "\n\n".join(
