@@ -56,12 +56,18 @@ def test_one_item_is_scored_from_the_models_report(evaluator):
     r = requests.post(f"{evaluator}/v1/evaluate", json=item, timeout=120, allow_redirects=False)
     assert r.status_code == 200, r.text  # the path itself, no redirect to /v1/evaluate/
     out = r.json()
-    from ringbit.evaluator.report import parse_report, score
+    from ringbit.evaluator.report import is_well_formed, parse_report, score
 
     assert isinstance(out["raw"], str)
-    # The score is exactly what the parser and the formula make of the model's raw report.
-    assert out["errors"] == [e.to_dict() for e in parse_report(out["raw"])]
-    assert out["score"] == score(parse_report(out["raw"])) and -25 <= out["score"] <= 0
+    # The score is exactly what the parser and the formula make of the model's raw report; a
+    # report that is not well formed (the tiny model's may not be) has no score, never 0.
+    errors = parse_report(out["raw"])
+    assert out["errors"] == [e.to_dict() for e in errors]
+    assert out["parsed"] == is_well_formed(out["raw"], errors)
+    if out["parsed"]:
+        assert out["score"] == score(errors) and -25 <= out["score"] <= 0
+    else:
+        assert out["score"] is None
 
 
 def test_many_items_and_a_source_task(evaluator):
@@ -70,7 +76,7 @@ def test_many_items_and_a_source_task(evaluator):
     r = requests.post(f"{evaluator}/v1/evaluate", json={"items": items}, timeout=120)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
-    assert len(results) == 2 and all({"score", "errors", "raw"} <= set(x) for x in results)
+    assert len(results) == 2 and all({"score", "parsed", "errors", "raw"} <= set(x) for x in results)
     greedy = requests.post(f"{evaluator}/v1/evaluate", json={"items": items}, timeout=120).json()
     assert greedy["results"] == results  # greedy decoding: the same report twice
 
@@ -104,7 +110,8 @@ def test_meta_evaluation_job_logs_correlations_and_a_scatter_plot(evaluator, pla
     assert result["n"] == 6
     run = client.get_run(result["mlflow_run"])
     assert run.info.status == "FINISHED" and run.data.params["segments"] == "6"
-    assert {"kendall_tau", "pearson"} <= set(run.data.metrics)
+    assert {"kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed"} <= set(run.data.metrics)
+    assert run.data.metrics["parse_rate"] == result["parse_rate"] and 0 <= result["parse_rate"] <= 1
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"scatter.png", "predictions.jsonl"}
     bad = ringbit("evaluator", "meta-eval", "--data", str(tmp_path / "none.tsv"), env=env)
     assert bad.returncode == 2 and "no such file" in bad.stderr

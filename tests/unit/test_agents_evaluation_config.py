@@ -64,3 +64,48 @@ def test_job_script_rejects_unknown_task_with_exit_2():
                            "--set", "tasks=[click-buton]"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "tasks: unknown MiniWoB task 'click-buton'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+FIREACT = REPO.parent / "shared" / "fireact"
+
+
+@pytest.mark.skipif(not (FIREACT / "hotpotqa_alpaca.json").is_file(),
+                    reason="FireAct trajectories not found at ../shared/fireact")
+def test_every_question_file_works_with_every_search_or_is_refused_up_front(tmp_path, monkeypatch):
+    """A question file and a search either combine (the questions load and the tool answers) or
+    the config refuses them naming the field and the search to pass; never a KeyError at run time."""
+    from ringbit.agents.evaluation import react_examples, react_tools
+    from ringbit.agents.react.tools import write_search_cache
+    from ringbit.agents.react.trajectories import read_records
+
+    monkeypatch.chdir(tmp_path)
+    alpaca = read_records(FIREACT / "hotpotqa_alpaca.json")[:3]
+    (tmp_path / "traj.json").write_text(json.dumps(alpaca))
+    (tmp_path / "chat.jsonl").write_text("".join(
+        line + "\n" for line in (FIREACT / "hotpotqa_chat.jsonl").read_text().splitlines()[:3]))
+    (tmp_path / "qa.jsonl").write_text('{"question": "Who wrote Hamlet?", "answer": "Shakespeare"}\n')
+    (tmp_path / "qa.json").write_text('[{"question": "Who wrote Hamlet?", "answer": "Shakespeare"}]')
+    write_search_cache(tmp_path / "cache.jsonl", {"hamlet": "Hamlet is a play by William Shakespeare."})
+    (tmp_path / "passages.jsonl").write_text('{"title": "Hamlet", "text": "Hamlet is a tragedy by Shakespeare."}\n')
+    searches = ["cache", "cache:traj.json", "cache:chat.jsonl", "cache:cache.jsonl", "bm25:passages.jsonl",
+                "bm25:builtin:python-topics"]
+    refused = {}
+    for questions in ("traj.json", "chat.jsonl", "qa.jsonl", "qa.json"):
+        for search in searches:
+            try:
+                cfg = ReactEvalConfig(questions=questions, search=search, n=2)
+            except ValueError as exc:
+                refused[questions, search] = str(exc)
+                continue
+            examples = react_examples(cfg)
+            assert examples and all(e["question"] and e["answer"] for e in examples)
+            assert isinstance(react_tools(cfg)["search"]("Hamlet"), str)
+    # only the bare cache with a question/answer file (it has no recorded searches) is refused
+    assert set(refused) == {("qa.jsonl", "cache"), ("qa.json", "cache")}
+    assert all("search" in why and "bm25:builtin:python-docs" in why for why in refused.values())
+    for bad, field in [("qa.jsonl", "search"), ("passages.jsonl", "questions")]:
+        with pytest.raises(ValueError, match=field):
+            ReactEvalConfig(questions="traj.json" if field == "search" else bad,
+                            search=f"cache:{bad}" if field == "search" else "bm25:passages.jsonl")
+    with pytest.raises(ValueError, match="split: heldout needs"):
+        ReactEvalConfig(questions="qa.jsonl", search="bm25:passages.jsonl", split="heldout")

@@ -39,3 +39,19 @@ def test_human_tsv_and_synthetic_jsonl(tmp_path):
     examples = make_examples(["The quick brown fox jumps over the lazy dog near the river bank."] * 3, 5)
     jsonl = write_jsonl(examples, tmp_path / "synth.jsonl")
     assert [s.gold for s in read_segments(jsonl)] == [e.score for e in examples]
+
+
+def test_unparsed_reports_count_as_failures_not_as_perfect_scores():
+    from ringbit.evaluator.metaeval import UNPARSED_SCORE, agreement
+
+    gold = [-10.0, -5.0, -1.0, 0.0]
+    results = [{"score": -10.0, "parsed": True}, {"score": None, "parsed": False},
+               {"score": -1.0, "parsed": True}, {"score": 0.0, "parsed": True}]
+    out = agreement(results, gold)
+    assert UNPARSED_SCORE == -25.0
+    assert out["parse_rate"] == 0.75 and out["n_parsed"] == 3 and out["n"] == 4
+    # the unparsed segment ranks below -10: one discordant pair of six -> tau-b 4/6
+    assert out["kendall_tau"] == pytest.approx(4 / 6)
+    assert out["kendall_tau_parsed"] == pytest.approx(1.0)  # the three parsed ones agree exactly
+    # had the empty report been scored 0 (the old behaviour), it would tie with the perfect one
+    assert correlations([-10, 0, -1, 0], gold)["kendall_tau"] != out["kendall_tau"]

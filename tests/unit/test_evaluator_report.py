@@ -298,3 +298,19 @@ def test_round_trip():
 def test_newlines_inside_fields_are_flattened():
     error = ReportError("two\nlines", "minor", "a\nb", "x\r\ny")
     assert parse_report(format_report([error])) == [ReportError("two lines", "minor", "a b", "x y")]
+
+
+@pytest.mark.parametrize("text, parsed, expected", [
+    ("", False, None),                                   # an empty answer is not a perfect score
+    ("The translation looks fine to me.", False, None),  # free text, no report
+    ("Your Translation contains 2 errors:\nError type 1: Mistranslation", False, None),  # cut off
+    ("Your Translation contains no error.", True, 0.0),
+    ("Your translation contains 0 errors.", True, 0.0),
+    ("Your Translation contains 1 errors:\nError type 1: Mistranslation\nMajor/minor: Minor\n"
+     'Error location 1: "sit"\nExplanation for error 1: tense', True, -1.0),
+])
+def test_a_report_that_is_not_well_formed_has_no_score(text, parsed, expected):
+    from ringbit.evaluator.report import read_report
+
+    out = read_report(text)
+    assert out["parsed"] is parsed and out["score"] == expected

@@ -218,15 +218,12 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
 
 def react_examples(cfg: ReactEvalConfig) -> list[dict[str, str]]:
     """{question, answer} examples: from trajectories (gold = finish answers) or a QA JSONL."""
-    import json
-
     from ringbit.agents.react.sft import gold_examples, split_trajectories
-    from ringbit.agents.react.trajectories import read_trajectories
+    from ringbit.agents.react.trajectories import file_kind, read_records, read_trajectories
 
     path = Path(cfg.questions)
-    first = path.read_text(encoding="utf-8").lstrip()[:4000]
-    if '"question"' in first and '"answer"' in first and '"output"' not in first:
-        examples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if file_kind(path) == "qa":
+        examples = read_records(path)
     else:
         trajectories = read_trajectories(path)
         if cfg.split == "heldout":

@@ -70,7 +70,9 @@ def evaluator_meta_eval(
             raise fail(f"--evaluator-url {evaluator_url}: {exc}") from None
     typer.echo(json.dumps(result) if as_json else
                f"Kendall tau {result['kendall_tau']:.4f}   Pearson {result['pearson']:.4f}   "
-               f"({result['n']} segments; MLflow run {result['mlflow_run']})")
+               f"parsed {result['parse_rate']:.1%} ({result['n']} segments; unparsed reports count as "
+               f"the worst score; parsed only: tau {result['kendall_tau_parsed']:.4f}; "
+               f"MLflow run {result['mlflow_run']})")
 
 
 def eval_ppl(

@@ -7,6 +7,9 @@ score of the injected errors) or a human-score TSV with a header row and the col
     system <TAB> source <TAB> reference <TAB> candidate <TAB> score [<TAB> task]
 
 (`score` e.g. MQM, higher = better; `source` may be empty; `task` defaults to zh-en).
+
+A report that does not parse counts as a failure (`agreement`): it takes the worst score in the
+correlations and lowers the logged parse rate.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ringbit.evaluator.report import MAX_ERRORS, PENALTY
 
 TSV_COLUMNS = ("system", "source", "reference", "candidate", "score")
 
@@ -73,6 +78,23 @@ def correlations(predicted: list[float], gold: list[float]) -> dict[str, float]:
         return {"kendall_tau": math.nan, "pearson": math.nan, "n": n}
     return {"kendall_tau": float(kendalltau(predicted, gold, variant="b").statistic),
             "pearson": float(pearsonr(predicted, gold).statistic), "n": n}
+
+
+# An unparsed report is a failure of the evaluator: it gets the worst score a report can give
+# (MAX_ERRORS major errors), never 0, which would call the translation perfect.
+UNPARSED_SCORE = MAX_ERRORS * PENALTY["major"]
+
+
+def agreement(results: list[dict[str, Any]], gold: list[float]) -> dict[str, float]:
+    """Correlations over every segment (an unparsed report scored UNPARSED_SCORE), the parse rate
+    (well-formed reports), and the correlations over the parsed segments only (`*_parsed`)."""
+    parsed = [r.get("parsed", True) and r.get("score") is not None for r in results]
+    predicted = [float(r["score"]) if ok else UNPARSED_SCORE for r, ok in zip(results, parsed)]
+    stats = correlations(predicted, gold)
+    subset = correlations([p for p, ok in zip(predicted, parsed) if ok], [g for g, ok in zip(gold, parsed) if ok])
+    return {**stats, "parse_rate": sum(parsed) / max(1, len(parsed)),
+            "kendall_tau_parsed": subset["kendall_tau"], "pearson_parsed": subset["pearson"],
+            "n_parsed": sum(parsed)}
 
 
 def scatter_plot(predicted: list[float], gold: list[float], path: Path, title: str) -> Path:
@@ -148,19 +170,21 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
         results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=progress)
     except Exception as exc:
         raise ScoringError(str(exc)) from exc
-    predicted, gold = [r["score"] for r in results], [s.gold for s in segments]
-    stats = correlations(predicted, gold)
+    gold = [s.gold for s in segments]
+    stats = agreement(results, gold)
+    predicted = [UNPARSED_SCORE if r.get("score") is None else r["score"] for r in results]
     uri = tracking.resolve_tracking_uri(mlflow_uri)
     client = MlflowClient(uri)
     run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{data.stem}",
                             tags=tracking.default_tags())
     rid = run.info.run_id
     tracking.log_params(client, rid, {"data": str(data), "evaluator_url": evaluator_url, "segments": len(segments)})
-    for key in ("kendall_tau", "pearson"):
+    for key in ("kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed", "pearson_parsed"):
         client.log_metric(rid, key, stats[key])
     with tempfile.TemporaryDirectory() as tmp:
         png = scatter_plot(predicted, gold, Path(tmp) / "scatter.png",
-                           f"tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  (n={len(gold)})")
+                           f"tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  (n={len(gold)}, "
+                           f"parsed {stats['parse_rate']:.0%}; unparsed at {UNPARSED_SCORE:g})")
         preds = Path(tmp) / "predictions.jsonl"
         preds.write_text("".join(json.dumps({**s.item(), "gold": s.gold, **r}) + "\n"
                                  for s, r in zip(segments, results)))

@@ -184,6 +184,25 @@ def parse_report(text: str) -> list[ReportError]:
     return errors[:MAX_ERRORS]
 
 
+_NO_ERROR = re.compile(r"\bcontains\s+(?:no|0|zero)\s+errors?\b", re.IGNORECASE)
+
+
+def is_well_formed(text: str, errors: list[ReportError]) -> bool:
+    """A report the scorer can trust: at least one error block with a severity, or the explicit
+    "contains no error" statement. An empty, cut-off or free-text answer is not: scoring it 0
+    would call the translation perfect."""
+    return bool(errors) or bool(_NO_ERROR.search(text))
+
+
+def read_report(text: str) -> dict:
+    """`{"score", "parsed", "errors"}` for a generated report: `score` is None and `parsed` False
+    when the report is not well formed (see is_well_formed)."""
+    errors = parse_report(text)
+    parsed = is_well_formed(text, errors)
+    return {"score": score(errors) if parsed else None, "parsed": parsed,
+            "errors": [e.to_dict() for e in errors]}
+
+
 # --------------------------------------------------------------------------------- scoring
 
 

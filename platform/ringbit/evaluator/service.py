@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from ringbit.evaluator.prompts import NEEDS_SOURCE, TASKS, TEMPLATES, build_prompt
-from ringbit.evaluator.report import parse_report, score
+from ringbit.evaluator.report import read_report
 from ringbit.llm.client import LLMClient, LLMError
 from ringbit.llm.context import (CHAT_OVERHEAD_TOKENS, ContextTooSmallError, EndpointContext, app_name,
                                  context_problem, endpoint_context, resolve_api)
@@ -185,8 +185,7 @@ class EvaluatorServer:
                                         temperature=0.0)  # greedy
         else:
             raw = self.client.complete_text(prompt, max_tokens=self.max_new, temperature=0.0)
-        errors = parse_report(raw)
-        return {"score": score(errors), "errors": [e.to_dict() for e in errors], "raw": raw}
+        return {**read_report(raw), "raw": raw}
 
     @evaluator_api.post("/")
     async def evaluate(self, body: EvaluateRequest):

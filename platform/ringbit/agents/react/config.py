@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ringbit.agents.config import AgentLLMConfig
+from ringbit.agents.react.trajectories import file_kind
 from ringbit.config import StrictModel, existing_user_file
 from ringbit.train.config import SFTConfig, TrackingConfig
 
@@ -72,3 +73,26 @@ class ReactEvalConfig(StrictModel):
         if not path or path.startswith("builtin:"):
             return search
         return f"{kind}:{existing_user_file(path, 'a passage JSONL or a query->result cache', repr(search))}"
+
+    @model_validator(mode="after")
+    def _files_fit_together(self) -> "ReactEvalConfig":
+        """Every question file works with every search, or the combination is refused here."""
+        questions = file_kind(self.questions)
+        if questions not in ("trajectory", "qa"):
+            raise ValueError(f"questions: {self.questions} holds neither FireAct trajectories nor "
+                             "{question, answer} JSONL records")
+        if questions == "qa" and self.split == "heldout":
+            raise ValueError("split: heldout needs the fine-tuning job's trajectories file as questions; "
+                             f"{self.questions} is a question/answer file: use --set split=all")
+        kind, _, path = self.search.partition(":")
+        if kind == "cache" and not path and questions == "qa":
+            raise ValueError(
+                f"search: the bare 'cache' replays the searches recorded in a trajectories file, and "
+                f"{self.questions} is a question/answer file without any; pass "
+                "--set search=bm25:builtin:python-docs, bm25:<passages.jsonl> or cache:<trajectories "
+                "or query->result file>")
+        expected = {"cache": ("trajectory", "cache"), "bm25": ("passage",)}[kind]
+        if path and not path.startswith("builtin:") and (found := file_kind(path)) not in expected:
+            raise ValueError(f"search: {path} holds {found} records; {kind}: needs "
+                             f"{' or '.join(expected)} records ({type(self).model_fields['search'].description})")
+        return self

@@ -186,6 +186,38 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def record_kind(record: Any) -> str:
+    """"trajectory" (Alpaca or chat), "qa" ({question, answer}), "cache" ({query, result}),
+    "passage" ({text}) or "unknown"."""
+    if not isinstance(record, dict):
+        return "unknown"
+    if "instruction" in record or "messages" in record:
+        return "trajectory"
+    if "question" in record and "answer" in record:
+        return "qa"
+    if "query" in record and ("result" in record or "observation" in record):
+        return "cache"
+    return "passage" if "text" in record else "unknown"
+
+
+def file_kind(path: str | Path) -> str:
+    """What a JSON / JSONL file holds, told by its first record (record_kind); a JSON object of
+    strings is a {query: result} cache (FireAct's tools/search.json)."""
+    text = Path(path).read_text(encoding="utf-8").lstrip()
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = json.loads(text.splitlines()[0]) if text else None
+        except json.JSONDecodeError:
+            return "unknown"
+    if isinstance(data, list):
+        return record_kind(data[0]) if data else "unknown"
+    if isinstance(data, dict) and record_kind(data) == "unknown" and data:
+        return "cache" if all(isinstance(v, (str, type(None))) for v in data.values()) else "unknown"
+    return record_kind(data)
+
+
 def read_trajectories(path: str | Path) -> list[Trajectory]:
     """Read FireAct trajectories from an Alpaca JSON/JSONL or chat JSONL file (auto-detected)."""
     return [from_record(r) for r in read_records(path)]
