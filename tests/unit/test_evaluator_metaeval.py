@@ -32,10 +32,20 @@ def test_human_tsv_and_synthetic_jsonl(tmp_path):
     segments = read_segments(tsv)
     assert segments[1] == Segment("The dog.", "Dog the.", -6.5, None, "zh-en", "sysB")
     assert segments[0].item() == {"reference": "The cat.", "candidate": "A cat.", "task": "zh-en", "source": "源"}
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("system\treference\tcandidate\tscore\nA\tx\ty\t0\n")
-    with pytest.raises(ValueError, match="missing column.*source"):
-        read_segments(bad)
+    # the WMT22 MQM development set's layout: a segment index, the gold in `mqm`, no source;
+    # bare quote characters are text, not CSV quoting
+    wmt = tmp_path / "dev.tsv"
+    wmt.write_text('system\tsegment\treference\tcandidate\tmqm\n'
+                   'Online-A\t0\t"Yes," he said.\tHe said "yes.\t-0.0\nM2M\t0\tNo.\tNo\t-1.5\n')
+    assert read_segments(wmt) == [Segment('"Yes," he said.', 'He said "yes.', -0.0, None, "zh-en", "Online-A"),
+                                  Segment("No.", "No", -1.5, None, "zh-en", "M2M")]
+    for header, row, match in [("system\treference\tcandidate\n", "A\tx\ty\n", "missing column.*score"),
+                               ("reference\tscore\n", "x\t0\n", "missing column.*candidate"),
+                               ("reference\tcandidate\tmqm\n", "x\ty\tbad\n", r"bad.tsv:2: mqm 'bad' is not a number")]:
+        bad = tmp_path / "bad.tsv"
+        bad.write_text(header + row)
+        with pytest.raises(ValueError, match=match):
+            read_segments(bad)
     examples = make_examples(["The quick brown fox jumps over the lazy dog near the river bank."] * 3, 5)
     jsonl = write_jsonl(examples, tmp_path / "synth.jsonl")
     assert [s.gold for s in read_segments(jsonl)] == [e.score for e in examples]
@@ -55,3 +65,51 @@ def test_unparsed_reports_count_as_failures_not_as_perfect_scores():
     assert out["kendall_tau_parsed"] == pytest.approx(1.0)  # the three parsed ones agree exactly
     # had the empty report been scored 0 (the old behaviour), it would tie with the perfect one
     assert correlations([-10, 0, -1, 0], gold)["kendall_tau"] != out["kendall_tau"]
+
+
+def test_per_system_correlations_and_the_string_baselines(tmp_path):
+    from ringbit.evaluator.metaeval import agreement, run_meta_eval, string_metric_results
+
+    gold = [0.0, -1.0, -5.0, 0.0, -1.0, -5.0]
+    systems = ["A", "A", "A", "B", "B", "B"]
+    results = [{"score": x} for x in (0.0, -1.0, -5.0, -5.0, -1.0, 0.0)]  # A ranks right, B backwards
+    out = agreement(results, gold, systems)
+    assert out["per_system"]["A"]["kendall_tau"] == pytest.approx(1.0)
+    assert out["per_system"]["B"]["kendall_tau"] == pytest.approx(-1.0)
+    assert "per_system" not in agreement(results, gold, ["A"] * 6)
+
+    ref = "The committee approved the new budget on Tuesday."
+    segments = [Segment(ref, ref, 0.0), Segment(ref, "The committee approved the budget on Tuesday.", -1.0),
+                Segment(ref, "Budget committee new Tuesday the.", -5.0), Segment(ref, "Completely unrelated words here.", -25.0)]
+    for metric in ("bleu", "chrf", "ter"):
+        scores = [r["score"] for r in string_metric_results(segments, metric)]
+        assert scores == sorted(scores, reverse=True), (metric, scores)  # higher = closer (TER negated)
+    with pytest.raises(ValueError, match="unknown metric 'meteor'"):
+        string_metric_results(segments, "meteor")
+
+    # a whole run into a real MLflow store (sqlite): pooled + per-system metrics, plot, predictions
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    two = [Segment(s.reference, s.candidate, s.gold, system=name) for name in ("A", "B") for s in segments]
+    result = run_meta_eval(two, "", tmp_path / "gold.tsv", metric="chrf", mlflow_uri=uri)
+    run = MlflowClient(uri).get_run(result["mlflow_run"])
+    assert run.info.status == "FINISHED" and run.data.params["metric"] == "chrf"
+    assert run.data.metrics["kendall_tau.A"] == pytest.approx(result["per_system"]["A"]["kendall_tau"])
+    assert result["kendall_tau"] > 0.9 and result["segments_per_s"] > 0
+
+
+WMT22 = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "wmt22-zhen-mqm" / "dev.tsv"
+
+
+@pytest.mark.skipif(not WMT22.is_file(), reason="WMT22 zh-en MQM set not found at ../shared/wmt22-zhen-mqm")
+def test_sentence_bleu_on_wmt22_zhen_matches_the_independent_measurement():
+    """The issue measured sentence BLEU's tau-b vs MQM on this set at 0.206 (sacrebleu, pooled):
+    reading the file and correlating must reproduce it."""
+    from ringbit.evaluator.metaeval import agreement, string_metric_results
+
+    segments = read_segments(WMT22)
+    assert len(segments) == 3750 and {s.system for s in segments} == {"Online-A", "M2M100_1.2B-B4"}
+    out = agreement(string_metric_results(segments, "bleu"), [s.gold for s in segments],
+                    [s.system for s in segments])
+    assert out["kendall_tau"] == pytest.approx(0.206, abs=5e-4)

@@ -45,34 +45,44 @@ def evaluator_synth(
 
 @evaluator_app.command("meta-eval")
 def evaluator_meta_eval(
-    data: Annotated[Path, typer.Option(help="Gold segments: synthetic .jsonl or a human-score .tsv (system, source, reference, candidate, score[, task]).")],
+    data: Annotated[Path, typer.Option(help="Gold segments: synthetic .jsonl or a human-score .tsv with a header naming reference, candidate and score (or mqm), optionally system, source, task (e.g. ../shared/wmt22-zhen-mqm/dev.tsv).")],
     evaluator_url: Annotated[str, typer.Option(help="The evaluator service, e.g. http://127.0.0.1:8000.")] = "http://127.0.0.1:8000",
     limit: Annotated[Optional[int], typer.Option(help="Use the first N segments.")] = None,
     batch: Annotated[int, typer.Option(help="Items per request (at most the evaluator's max_items).")] = 8,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "ringbit-evaluator",
     mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (default: the local platform's).")] = None,
+    metric: Annotated[str, typer.Option(help="What scores the segments: evaluator (the served InstructScore evaluator), or a string baseline computed here: bleu, chrf, ter (sentence-level, sacrebleu).")] = "evaluator",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Segment-level Kendall tau and Pearson between the evaluator's scores and gold scores,
-    logged to MLflow with a scatter plot and the predictions."""
+    """Segment-level Kendall tau-b and Pearson between the evaluator's scores (or a string
+    metric's) and gold scores, pooled and per system, logged to MLflow with a scatter plot and the
+    predictions. A report that does not parse counts as the worst score."""
     from tqdm import tqdm
 
-    from ringbit.evaluator.metaeval import ScoringError, read_gold, run_meta_eval
+    from ringbit.evaluator.metaeval import STRING_METRICS, ScoringError, read_gold, run_meta_eval
 
+    if metric not in ("evaluator", *STRING_METRICS):
+        raise fail(f"--metric {metric!r}: choose evaluator, {', '.join(STRING_METRICS)}", 2)
     try:
         segments = read_gold(data, limit)
     except ValueError as exc:
         raise fail(f"--data {data}: {exc}", 2) from None
-    with tqdm(total=len(segments), unit="seg", desc="meta-eval", disable=as_json) as bar:
+    with tqdm(total=len(segments), unit="seg", desc=f"meta-eval {metric}", disable=as_json) as bar:
         try:
-            result = run_meta_eval(segments, evaluator_url, data, batch, experiment, mlflow_uri, bar.update)
+            result = run_meta_eval(segments, evaluator_url, data, batch, experiment, mlflow_uri, bar.update,
+                                   metric=metric)
         except ScoringError as exc:
             raise fail(f"--evaluator-url {evaluator_url}: {exc}") from None
-    typer.echo(json.dumps(result) if as_json else
-               f"Kendall tau {result['kendall_tau']:.4f}   Pearson {result['pearson']:.4f}   "
-               f"parsed {result['parse_rate']:.1%} ({result['n']} segments; unparsed reports count as "
-               f"the worst score; parsed only: tau {result['kendall_tau_parsed']:.4f}; "
-               f"MLflow run {result['mlflow_run']})")
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    rows = [("pooled", result)] + sorted(result.get("per_system", {}).items())
+    typer.echo(f"{'segments':<24} {'n':>6} {'tau-b':>8} {'pearson':>8}")
+    for name, row in rows:
+        typer.echo(f"{name:<24} {row['n']:>6} {row['kendall_tau']:>8.4f} {row['pearson']:>8.4f}")
+    typer.echo(f"{metric}: parsed {result['parse_rate']:.1%} (unparsed reports count as the worst score; "
+               f"parsed only: tau {result['kendall_tau_parsed']:.4f}), {result['segments_per_s']:.1f} "
+               f"segments/s; MLflow run {result['mlflow_run']}")
 
 
 def eval_ppl(

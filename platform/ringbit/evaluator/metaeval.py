@@ -2,11 +2,16 @@
 (Kendall tau-b and Pearson, pooled over systems as in WMT), with a scatter plot.
 
 Gold data is either a JSONL file of synthetic examples (ringbit.evaluator.synthetic; gold = the
-score of the injected errors) or a human-score TSV with a header row and the columns
+score of the injected errors) or a human-score TSV with a header row naming its columns:
 
-    system <TAB> source <TAB> reference <TAB> candidate <TAB> score [<TAB> task]
+    [system] [source] reference candidate score|mqm [task]   (any order, other columns ignored)
 
-(`score` e.g. MQM, higher = better; `source` may be empty; `task` defaults to zh-en).
+(`score` / `mqm` e.g. MQM, higher = better; `source` may be empty; `task` defaults to zh-en). That
+reads both ringbit's layout (system, source, reference, candidate, score) and the WMT22 MQM
+development set's (system, segment, reference, candidate, mqm).
+
+Besides the served evaluator, the string metrics a learned metric must beat are computed here with
+sacrebleu (sentence BLEU, chrF, and -TER so that higher is better), on the same segments.
 
 A report that does not parse counts as a failure (`agreement`): it takes the worst score in the
 correlations and lowers the logged parse rate.
@@ -24,6 +29,8 @@ from typing import Any
 from ringbit.evaluator.report import MAX_ERRORS, PENALTY
 
 TSV_COLUMNS = ("system", "source", "reference", "candidate", "score")
+GOLD_COLUMNS = ("score", "mqm")
+STRING_METRICS = ("bleu", "chrf", "ter")
 
 
 @dataclass
@@ -57,14 +64,25 @@ def read_segments(path: str | Path, task: str = "zh-en") -> list[Segment]:
             except KeyError as exc:
                 raise ValueError(f"{path}:{n}: missing field {exc.args[0]!r}") from None
         return segments
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        missing = [c for c in TSV_COLUMNS if c not in (reader.fieldnames or [])]
+    # QUOTE_NONE: WMT text holds bare quote characters that are not CSV quoting
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        columns = reader.fieldnames or []
+        gold = next((c for c in GOLD_COLUMNS if c in columns), None)
+        missing = [c for c in ("reference", "candidate") if c not in columns] + ([] if gold else ["score"])
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; the header must name "
-                             f"{', '.join(TSV_COLUMNS)} [task], tab-separated")
-        return [Segment(r["reference"], r["candidate"], float(r["score"]), r["source"] or None,
-                        r.get("task") or task, r["system"]) for r in reader]
+                             "reference, candidate and score (or mqm), optionally system, source and "
+                             "task, tab-separated")
+        segments = []
+        for n, r in enumerate(reader, 2):
+            try:
+                value = float(r[gold])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}:{n}: {gold} {r[gold]!r} is not a number") from None
+            segments.append(Segment(r["reference"], r["candidate"], value, r.get("source") or None,
+                                    r.get("task") or task, r.get("system") or ""))
+        return segments
 
 
 def correlations(predicted: list[float], gold: list[float]) -> dict[str, float]:
@@ -85,26 +103,59 @@ def correlations(predicted: list[float], gold: list[float]) -> dict[str, float]:
 UNPARSED_SCORE = MAX_ERRORS * PENALTY["major"]
 
 
-def agreement(results: list[dict[str, Any]], gold: list[float]) -> dict[str, float]:
+def agreement(results: list[dict[str, Any]], gold: list[float],
+              systems: list[str] | None = None) -> dict[str, Any]:
     """Correlations over every segment (an unparsed report scored UNPARSED_SCORE), the parse rate
-    (well-formed reports), and the correlations over the parsed segments only (`*_parsed`)."""
+    (well-formed reports), the correlations over the parsed segments only (`*_parsed`) and, with
+    more than one system, each system's own (`per_system`: WMT pools systems for the headline)."""
     parsed = [r.get("parsed", True) and r.get("score") is not None for r in results]
     predicted = [float(r["score"]) if ok else UNPARSED_SCORE for r, ok in zip(results, parsed)]
     stats = correlations(predicted, gold)
     subset = correlations([p for p, ok in zip(predicted, parsed) if ok], [g for g, ok in zip(gold, parsed) if ok])
-    return {**stats, "parse_rate": sum(parsed) / max(1, len(parsed)),
-            "kendall_tau_parsed": subset["kendall_tau"], "pearson_parsed": subset["pearson"],
-            "n_parsed": sum(parsed)}
+    out = {**stats, "parse_rate": sum(parsed) / max(1, len(parsed)),
+           "kendall_tau_parsed": subset["kendall_tau"], "pearson_parsed": subset["pearson"],
+           "n_parsed": sum(parsed)}
+    names = sorted(set(systems or []))
+    if len(names) > 1:
+        out["per_system"] = {
+            name: correlations([p for p, s in zip(predicted, systems) if s == name],
+                               [g for g, s in zip(gold, systems) if s == name]) for name in names}
+    return out
 
 
-def scatter_plot(predicted: list[float], gold: list[float], path: Path, title: str) -> Path:
+def string_metric_results(segments: list[Segment], metric: str, progress=None) -> list[dict[str, Any]]:
+    """Sentence-level sacrebleu scores in the evaluator's result shape (higher = better: TER is
+    negated). BLEU uses exponential smoothing (sacrebleu's sentence default)."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    if metric not in STRING_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose evaluator or one of {', '.join(STRING_METRICS)}")
+    scorer = {"bleu": lambda: BLEU(effective_order=True), "chrf": CHRF, "ter": TER}[metric]()
+    sign = -1.0 if metric == "ter" else 1.0
+    results = []
+    for s in segments:
+        results.append({"score": sign * scorer.sentence_score(s.candidate, [s.reference]).score, "parsed": True})
+        if progress:
+            progress(1)
+    return results
+
+
+def scatter_plot(predicted: list[float], gold: list[float], path: Path, title: str,
+                 systems: list[str] | None = None) -> Path:
+    """Predicted vs gold, one colour per system (unparsed reports sit at UNPARSED_SCORE)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    systems = systems or [""] * len(gold)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(gold, predicted, s=12, alpha=0.6)
+    for name in sorted(set(systems)):
+        pick = [i for i, s in enumerate(systems) if s == name]
+        ax.scatter([gold[i] for i in pick], [predicted[i] for i in pick], s=12, alpha=0.5,
+                   label=name or None)
+    if len(set(systems)) > 1:
+        ax.legend(fontsize=8)
     ax.set_xlabel("gold score")
     ax.set_ylabel("predicted score")
     ax.set_title(title)
@@ -155,40 +206,60 @@ def read_gold(path: str | Path, limit: int | None = None) -> list[Segment]:
 
 def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path, batch: int = 8,
                   experiment: str = "ringbit-evaluator", mlflow_uri: str | None = None,
-                  progress=None) -> dict[str, Any]:
-    """Score `segments` with the evaluator service, correlate with their gold scores and log one
-    MLflow run (params, kendall_tau / pearson, a scatter plot, the predictions): returns the
-    correlations (kendall_tau, pearson, n) and the run id as `mlflow_run`."""
+                  progress=None, metric: str = "evaluator") -> dict[str, Any]:
+    """Score `segments` with the evaluator service (or a string metric: bleu, chrf, ter),
+    correlate with their gold scores and log one MLflow run (params, kendall_tau / pearson pooled
+    and per system, parse rate, segments/s, a scatter plot, the predictions): returns the
+    statistics (`agreement`), `segments_per_s` and the run id as `mlflow_run`."""
     import tempfile
+    import time
 
     from mlflow.tracking import MlflowClient
 
     from ringbit import tracking
 
     data = Path(data)
+    began = time.perf_counter()
     try:
-        results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=progress)
+        if metric == "evaluator":
+            results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=progress)
+        else:
+            results = string_metric_results(segments, metric, progress)
+    except ValueError:
+        raise
     except Exception as exc:
         raise ScoringError(str(exc)) from exc
+    seconds = time.perf_counter() - began
     gold = [s.gold for s in segments]
-    stats = agreement(results, gold)
+    stats = {**agreement(results, gold, [s.system for s in segments]),
+             "segments_per_s": len(segments) / max(seconds, 1e-9), "metric": metric}
     predicted = [UNPARSED_SCORE if r.get("score") is None else r["score"] for r in results]
     uri = tracking.resolve_tracking_uri(mlflow_uri)
     client = MlflowClient(uri)
-    run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{data.stem}",
+    run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{metric}-{data.stem}",
                             tags=tracking.default_tags())
     rid = run.info.run_id
-    tracking.log_params(client, rid, {"data": str(data), "evaluator_url": evaluator_url, "segments": len(segments)})
-    for key in ("kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed", "pearson_parsed"):
-        client.log_metric(rid, key, stats[key])
-    with tempfile.TemporaryDirectory() as tmp:
-        png = scatter_plot(predicted, gold, Path(tmp) / "scatter.png",
-                           f"tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  (n={len(gold)}, "
-                           f"parsed {stats['parse_rate']:.0%}; unparsed at {UNPARSED_SCORE:g})")
-        preds = Path(tmp) / "predictions.jsonl"
-        preds.write_text("".join(json.dumps({**s.item(), "gold": s.gold, **r}) + "\n"
-                                 for s, r in zip(segments, results)))
-        client.log_artifact(rid, str(png))
-        client.log_artifact(rid, str(preds))
+    try:
+        tracking.log_params(client, rid, {"data": str(data), "metric": metric, "segments": len(segments),
+                                          "evaluator_url": evaluator_url if metric == "evaluator" else ""})
+        for key in ("kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed", "pearson_parsed",
+                    "segments_per_s"):
+            client.log_metric(rid, key, stats[key])
+        for system, sub in stats.get("per_system", {}).items():
+            for key in ("kendall_tau", "pearson"):
+                client.log_metric(rid, f"{key}.{system}", sub[key])
+        with tempfile.TemporaryDirectory() as tmp:
+            png = scatter_plot(predicted, gold, Path(tmp) / "scatter.png",
+                               f"{metric}: tau {stats['kendall_tau']:.3f}  r {stats['pearson']:.3f}  "
+                               f"(n={len(gold)}, parsed {stats['parse_rate']:.0%})",
+                               [s.system for s in segments])
+            preds = Path(tmp) / "predictions.jsonl"
+            preds.write_text("".join(json.dumps({**s.item(), "system": s.system, "gold": s.gold, **r}) + "\n"
+                                     for s, r in zip(segments, results)))
+            client.log_artifact(rid, str(png))
+            client.log_artifact(rid, str(preds))
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
     client.set_terminated(rid)
     return {**stats, "mlflow_run": rid}
