@@ -58,6 +58,28 @@ def sources(tmp_path_factory):
     return {"root": root, "hf": hf, "gguf": gguf_file}
 
 
+@pytest.fixture
+def fluent_mlflow():
+    """MLflow's fluent API (tracing, mlflow.genai.evaluate) is process-wide state, and setting it
+    also sets MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID for every later test: use `mlflow` from
+    this fixture, which puts all of it back afterwards."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    try:
+        yield mlflow
+    finally:
+        mlflow.set_tracking_uri(None)
+        if hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = None
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A private local Ray instance per test module (Ray Data, Ray Train): a fresh cluster keeps

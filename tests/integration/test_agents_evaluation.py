@@ -63,7 +63,7 @@ COMMON = ("--set", "mlflow.experiment=ringbit-tests-agents")
 
 
 @needs_fireact
-def test_react_eval_job(served):
+def test_react_eval_job(served, fluent_mlflow):
     env, client, url, _ = served
     proc = ringbit("agents", "eval", "react", "--questions", str(FIREACT), "--split", "all", "--n", "3", "--llm-url", url,
                    "--name", "t-react", "--set", "max_iterations=2", "--set", "max_tokens=24", *COMMON,
@@ -76,6 +76,20 @@ def test_react_eval_job(served):
     gold = json.loads(FIREACT.read_text())[:3]
     # Gold answers are the released trajectories' finish[] answers, in order.
     assert [r["gold"] for r in rows] == [g["output"].rsplit("finish[", 1)[1].split("]")[0] for g in gold]
+
+    # one MLflow trace per question under the run: an LLM span per call (tokens), a TOOL span per search
+    mlflow = fluent_mlflow
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 3
+    llm_spans = [s for t in traces for s in t.data.spans if s.span_type == "LLM"]
+    assert len(llm_spans) == run.data.metrics["llm_calls"]
+    assert all(s.attributes["mlflow.chat.tokenUsage"]["output_tokens"] >= 0 and s.inputs["prompt"] for s in llm_spans)
+    steps = sum(1 for r in rows for step in r["steps"] if step["action"].lower().startswith("search["))
+    assert len([s for t in traces for s in t.data.spans if s.span_type == "TOOL"]) == steps
+    roots = sorted((s for t in traces for s in t.data.spans if s.parent_id is None), key=lambda s: s.outputs["gold"])
+    assert len(roots) == 3 and {s.span_type for s in roots} == {"AGENT"}
+    assert sorted(r["gold"] for r in rows) == [s.outputs["gold"] for s in roots]
 
 
 def test_memwalker_eval_job(served):

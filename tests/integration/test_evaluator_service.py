@@ -147,3 +147,38 @@ def test_a_model_too_small_for_the_settings_is_refused_at_deploy_with_the_fix(pl
         assert r.status_code == 200, r.text
     finally:
         ringbit("serve", "down", "evaluator-long", env=env, timeout=120)
+
+
+def test_instructscore_is_an_mlflow_genai_scorer(evaluator, platform, fluent_mlflow):
+    """`mlflow.genai.evaluate(..., scorers=[instructscore(URL)])` asks the served evaluator: each row
+    gets exactly what /v1/evaluate says (its score, or an error when the report does not parse)."""
+    from ringbit.evaluator.genai_scorer import instructscore
+
+    mlflow = fluent_mlflow
+    env, client, url = platform
+    rows = [{"inputs": {"question": "translate"}, "outputs": "The cat sit on mat.",
+             "expectations": {"expected_response": "The cat sat on the mat."}},
+            {"inputs": {"question": "translate"}, "outputs": "A dog barks.",
+             "expectations": {"expected_response": "A dog barks."}}]
+    direct = [requests.post(f"{evaluator}/v1/evaluate", timeout=120, json={
+        "reference": r["expectations"]["expected_response"], "candidate": r["outputs"], "task": "zh-en"}).json()
+        for r in rows]
+    mlflow.set_tracking_uri(url)
+    mlflow.set_experiment("ringbit-tests-genai")
+    result = mlflow.genai.evaluate(data=rows, scorers=[instructscore(evaluator)])
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    traces = mlflow.search_traces(run_id=result.run_id, return_type="list",
+                                  locations=[client.get_run(result.run_id).info.experiment_id])
+    assert len(traces) == 2
+    by_candidate = {}
+    for t in traces:
+        feedback = [a for a in t.info.assessments if a.name == "instructscore"]
+        assert len(feedback) == 1
+        by_candidate[t.data.spans[0].outputs if isinstance(t.data.spans[0].outputs, str) else
+                     str(t.data.spans[0].outputs)] = feedback[0]
+    for row, want in zip(rows, direct):
+        got = next(f for out, f in by_candidate.items() if row["outputs"] in out)
+        if want["parsed"]:
+            assert got.value == want["score"] and got.error is None
+        else:
+            assert got.value is None and "did not parse" in got.error.error_message

@@ -257,12 +257,36 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
         log(f"[ringbit] {len(examples)} questions, {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
         began = time.perf_counter()
 
+        if cfg.traces:  # one trace per question under this run (the run's Traces tab)
+            import mlflow
+
+            from ringbit.tracking import resolve_tracking_uri
+
+            mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
+            experiment = client.get_run(run_id).info.experiment_id
+
         def answer(i_ex: tuple[int, dict[str, str]], llm) -> dict[str, Any]:
             i, ex = i_ex
-            out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens)
-            return {**out["rows"][0], "index": i}
+            if not cfg.traces:
+                out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens)
+                return {**out["rows"][0], "index": i}
+            from ringbit.agents.tracing import TracedLLM, episode_trace, traced_tools
 
-        ordered, usage = _run_parallel(list(enumerate(examples)), cfg.workers, llm_cfg, answer, ("em", "f1"))
+            with episode_trace("react", {"question": ex["question"]}, run_id, experiment,
+                               {"ringbit.agent": "react", "ringbit.index": str(i)}) as span:
+                out = evaluate_react([ex], TracedLLM(llm), traced_tools(tools), max_iterations=cfg.max_iterations,
+                                     max_tokens=cfg.max_tokens)
+                row = {**out["rows"][0], "index": i}
+                span.set_outputs({k: row.get(k) for k in ("answer", "gold", "em", "f1", "finished", "error")})
+            return row
+
+        try:
+            ordered, usage = _run_parallel(list(enumerate(examples)), cfg.workers, llm_cfg, answer, ("em", "f1"))
+        finally:
+            if cfg.traces:
+                from ringbit.agents.tracing import flush
+
+                flush()
         summary = summarize(ordered)
         metrics = {"em": summary["em"], "f1": summary["f1"], "n": summary["n"],
                    "finished_rate": summary["finished_rate"], "avg_iterations": summary["avg_iterations"],

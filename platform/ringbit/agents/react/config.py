@@ -55,6 +55,8 @@ class ReactEvalConfig(StrictModel):
     max_iterations: int = Field(11, ge=1, le=50, description="Thought/Action/Observation rounds (FireAct: 11).")
     max_tokens: int = Field(128, ge=8, le=4096, description="Tokens per Thought+Action generation.")
     workers: int = Field(2, ge=1, le=64, description="Questions run in parallel (Ray tasks).")
+    traces: bool = Field(True, description="Record each question as an MLflow trace under the run (a span "
+                                           "per LLM call with its tokens and per tool call).")
     llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
     mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
 

@@ -1,0 +1,53 @@
+"""MLflow traces of a ReAct episode, into a real MLflow store (sqlite): the agent's LLM here is a
+test double (the ReAct control logic is what produces the spans; no model is needed for that)."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ringbit.agents.llm import FunctionLLM
+from ringbit.agents.react import run_react
+from ringbit.agents.tracing import TracedLLM, episode_trace, flush, traced_tools
+
+
+@pytest.fixture
+def store(fluent_mlflow, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fluent_mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def test_a_react_episode_is_one_trace_with_a_span_per_llm_and_tool_call(store):
+    script = iter(["I should search.\nAction: search[Hamlet author]",
+                   "Not useful.\nAction: lookup[x]",  # an unknown tool: no tool call, no TOOL span
+                   "Found it.\nAction: finish[Shakespeare]"])
+    llm = FunctionLLM(lambda prompt, stop, max_tokens: next(script))  # test double
+
+    def search(query: str) -> str:
+        return "Hamlet is a tragedy by William Shakespeare."
+
+    run = store.create_run(store.create_experiment("traces"))
+    with episode_trace("react", {"question": "Who wrote Hamlet?"}, run.info.run_id, run.info.experiment_id,
+                       {"ringbit.agent": "react"}) as span:
+        result = run_react("Who wrote Hamlet?", TracedLLM(llm), traced_tools({"search": search}), max_iterations=5)
+        span.set_outputs({"answer": result.answer})
+    flush()
+    assert result.answer == "Shakespeare" and result.finished
+
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 1
+    trace = traces[0]
+    assert trace.info.tags["ringbit.agent"] == "react"
+    spans = {s.span_id: s for s in trace.data.spans}
+    root = next(s for s in spans.values() if s.parent_id is None)
+    assert root.span_type == "AGENT" and root.outputs == {"answer": "Shakespeare"}
+    llm_spans = [s for s in spans.values() if s.span_type == "LLM"]
+    tool_spans = [s for s in spans.values() if s.span_type == "TOOL"]
+    assert len(llm_spans) == llm.usage.calls == 3 and all(s.parent_id == root.span_id for s in llm_spans)
+    assert [s.name for s in tool_spans] == ["search"] and tool_spans[0].inputs == {"arg": "Hamlet author"}
+    assert tool_spans[0].outputs.startswith("Hamlet is a tragedy")
+    usage = [s.attributes["mlflow.chat.tokenUsage"] for s in llm_spans]
+    assert sum(u["output_tokens"] for u in usage) == llm.usage.completion_tokens
+    assert all(s.end_time_ns > s.start_time_ns for s in llm_spans)  # latency = the span's duration
