@@ -88,7 +88,7 @@ def test_every_question_file_works_with_every_search_or_is_refused_up_front(tmp_
     write_search_cache(tmp_path / "cache.jsonl", {"hamlet": "Hamlet is a play by William Shakespeare."})
     (tmp_path / "passages.jsonl").write_text('{"title": "Hamlet", "text": "Hamlet is a tragedy by Shakespeare."}\n')
     searches = ["cache", "cache:traj.json", "cache:chat.jsonl", "cache:cache.jsonl", "bm25:passages.jsonl",
-                "bm25:builtin:python-topics"]
+                "bm25:builtin:python-topics", "bm25:traj.json"]
     refused = {}
     for questions in ("traj.json", "chat.jsonl", "qa.jsonl", "qa.json"):
         for search in searches:
@@ -97,15 +97,66 @@ def test_every_question_file_works_with_every_search_or_is_refused_up_front(tmp_
             except ValueError as exc:
                 refused[questions, search] = str(exc)
                 continue
-            examples = react_examples(cfg)
+            examples, prefix = react_examples(cfg)
+            assert prefix is None  # prompting=finetuned: the Alpaca template
             assert examples and all(e["question"] and e["answer"] for e in examples)
             assert isinstance(react_tools(cfg)["search"]("Hamlet"), str)
     # only the bare cache with a question/answer file (it has no recorded searches) is refused
     assert set(refused) == {("qa.jsonl", "cache"), ("qa.json", "cache")}
     assert all("search" in why and "bm25:builtin:python-docs" in why for why in refused.values())
-    for bad, field in [("qa.jsonl", "search"), ("passages.jsonl", "questions")]:
+    for bad, field in [("qa.jsonl", "search"), ("passages.jsonl", "questions")]:  # noqa: B007
         with pytest.raises(ValueError, match=field):
             ReactEvalConfig(questions="traj.json" if field == "search" else bad,
                             search=f"cache:{bad}" if field == "search" else "bm25:passages.jsonl")
     with pytest.raises(ValueError, match="split: heldout needs"):
         ReactEvalConfig(questions="qa.jsonl", search="bm25:passages.jsonl", split="heldout")
+
+
+@pytest.mark.skipif(not (FIREACT / "hotpotqa_alpaca.json").is_file(),
+                    reason="FireAct trajectories not found at ../shared/fireact")
+def test_prompting_modes_never_show_an_evaluated_question_as_an_example(tmp_path):
+    from ringbit.agents.evaluation import react_examples
+    from ringbit.agents.react.react import ALPACA_TEMPLATE, format_prompt
+
+    path = FIREACT / "hotpotqa_alpaca.json"
+    for split in ("heldout", "all"):
+        cfg = ReactEvalConfig(questions=str(path), split=split, n=500, prompting="few-shot",
+                              few_shot_examples=3, search="bm25:builtin:python-topics")
+        examples, prefix = react_examples(cfg)
+        assert prefix.count("finish[") >= 3 and "Examples:" in prefix
+        assert not [e for e in examples if e["question"].strip() in prefix]
+        prompt = format_prompt(examples[0]["question"], prefix)
+        assert prompt.startswith(prefix) and prompt.endswith(examples[0]["question"].strip() + "\n")
+    zero = ReactEvalConfig(questions=str(path), split="heldout", prompting="zero-shot", search="bm25:builtin:python-topics")
+    examples, prefix = react_examples(zero)
+    assert "finish[" in prefix and "Examples:" not in prefix and len(examples) == 50
+    tuned = react_examples(zero.model_copy(update={"prompting": "finetuned"}))
+    assert tuned[0] == examples and tuned[1] is None  # the Alpaca template (format_prompt default)
+    assert format_prompt("Q?").startswith(ALPACA_TEMPLATE.split("{")[0])
+    (tmp_path / "qa.jsonl").write_text('{"question": "q?", "answer": "a"}\n')
+    with pytest.raises(ValueError, match="prompting: few-shot takes its examples from a trajectories file"):
+        ReactEvalConfig(questions=str(tmp_path / "qa.jsonl"), prompting="few-shot", search="bm25:builtin:python-topics")
+
+
+@pytest.mark.skipif(not (FIREACT / "hotpotqa_alpaca.json").is_file(),
+                    reason="FireAct trajectories not found at ../shared/fireact")
+def test_closed_world_search_finds_what_the_trajectories_observed():
+    """bm25 over the released trajectories indexes every observation they recorded (plus the
+    built-in docs): the query a trajectory searched brings back what it observed."""
+    from ringbit.agents.react.tools import observation_passages, search_tool
+    from ringbit.agents.react.trajectories import parse_action, read_trajectories
+
+    trajectories = read_trajectories(FIREACT / "hotpotqa_alpaca.json")
+    passages = observation_passages(trajectories)
+    assert len(passages) > len(trajectories) and len(set(passages)) == len(passages)
+    tool = search_tool(f"bm25:{FIREACT / 'hotpotqa_alpaca.json'}")
+    hits = total = 0
+    for t in trajectories[:40]:
+        for step in t.steps:
+            parsed = parse_action(step.action)
+            if parsed and parsed[0] == "search" and step.observation in passages:
+                total += 1
+                hits += tool(parsed[1])[:60] == step.observation[:60]
+    # measured: 25 of 66 (38%) come back first; BM25 over Google snippets is a weaker engine than
+    # Google, and other snippets share the query's words (docs/agents.md)
+    assert total >= 40 and hits / total >= 0.3, (hits, total)

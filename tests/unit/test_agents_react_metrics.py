@@ -56,3 +56,15 @@ def test_aggregate():
     assert aggregate([{"em": 1.0, "f1": 1.0}, {"em": 0.0, "f1": 0.5}]) == {"em": 0.5, "f1": 0.75,
                                                                           "n": 2}
     assert aggregate([]) == {"em": 0.0, "f1": 0.0, "n": 0}
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
+    from ringbit.agents.react.metrics import bootstrap_ci
+
+    few = [1.0] * 3 + [0.0] * 7  # EM 0.3 on 10 questions
+    low, high = bootstrap_ci(few)
+    assert 0.0 <= low < 0.3 < high <= 0.7
+    assert bootstrap_ci(few) == (low, high)  # seeded: a table row reproduces
+    many_low, many_high = bootstrap_ci(few * 20)  # the same rate on 200 questions
+    assert many_high - many_low < (high - low) / 3  # ~1/sqrt(20) as wide
+    assert bootstrap_ci([1.0, 1.0]) == (1.0, 1.0)

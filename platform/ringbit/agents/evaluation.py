@@ -216,21 +216,32 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ ReAct (FireAct)
 
 
-def react_examples(cfg: ReactEvalConfig) -> list[dict[str, str]]:
-    """{question, answer} examples: from trajectories (gold = finish answers) or a QA JSONL."""
+def react_examples(cfg: ReactEvalConfig) -> tuple[list[dict[str, str]], str | None]:
+    """({question, answer} examples, few-shot prompt or None): examples from trajectories (gold =
+    finish answers) or a QA file. The few-shot examples come from the training side of the split
+    (split=all: the first trajectories, which are then not evaluated)."""
+    from ringbit.agents.react.react import ZERO_SHOT_HEADER, few_shot_prefix
     from ringbit.agents.react.sft import gold_examples, split_trajectories
     from ringbit.agents.react.trajectories import file_kind, read_records, read_trajectories
 
     path = Path(cfg.questions)
     if file_kind(path) == "qa":
-        examples = read_records(path)
+        examples, shots = read_records(path), []
     else:
         trajectories = read_trajectories(path)
+        k = cfg.few_shot_examples if cfg.prompting == "few-shot" else 0
         if cfg.split == "heldout":
-            trajectories = split_trajectories(trajectories, min(cfg.n_val, len(trajectories) - 1),
-                                              cfg.split_seed)[1]
+            train, trajectories = split_trajectories(trajectories, min(cfg.n_val, len(trajectories) - 1),
+                                                     cfg.split_seed)
+            shots = train[:k]
+        else:
+            shots, trajectories = trajectories[:k], trajectories[k:]
         examples = gold_examples(trajectories)
-    return examples[: cfg.n]
+    if cfg.prompting == "few-shot" and not shots:
+        raise ValueError(f"prompting: few-shot found no training trajectories in {cfg.questions} for its examples")
+    prefix = {"finetuned": None, "zero-shot": ZERO_SHOT_HEADER,
+              "few-shot": few_shot_prefix(shots) if shots else None}[cfg.prompting]
+    return examples[: cfg.n], prefix
 
 
 def react_tools(cfg: ReactEvalConfig) -> dict[str, Any]:
@@ -248,7 +259,7 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
 
     ensure_client_env()
     llm_cfg = AgentLLMConfig(**_check_llm(cfg))
-    examples = react_examples(cfg)
+    examples, few_shot = react_examples(cfg)
     if not examples:
         raise ValueError(f"no questions with answers in {cfg.questions}")
     tools = react_tools(cfg)
@@ -268,14 +279,15 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
         def answer(i_ex: tuple[int, dict[str, str]], llm) -> dict[str, Any]:
             i, ex = i_ex
             if not cfg.traces:
-                out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens)
+                out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens,
+                                     few_shot=few_shot)
                 return {**out["rows"][0], "index": i}
             from ringbit.agents.tracing import TracedLLM, episode_trace, traced_tools
 
             with episode_trace("react", {"question": ex["question"]}, run_id, experiment,
                                {"ringbit.agent": "react", "ringbit.index": str(i)}) as span:
                 out = evaluate_react([ex], TracedLLM(llm), traced_tools(tools), max_iterations=cfg.max_iterations,
-                                     max_tokens=cfg.max_tokens)
+                                     max_tokens=cfg.max_tokens, few_shot=few_shot)
                 row = {**out["rows"][0], "index": i}
                 span.set_outputs({k: row.get(k) for k in ("answer", "gold", "em", "f1", "finished", "error")})
             return row
@@ -288,14 +300,18 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
 
                 flush()
         summary = summarize(ordered)
+        from ringbit.agents.react.metrics import bootstrap_ci
+
+        (em_low, em_high), (f1_low, f1_high) = (bootstrap_ci([r[k] for r in ordered]) for k in ("em", "f1"))
         metrics = {"em": summary["em"], "f1": summary["f1"], "n": summary["n"],
+                   "em_ci_low": em_low, "em_ci_high": em_high, "f1_ci_low": f1_low, "f1_ci_high": f1_high,
                    "finished_rate": summary["finished_rate"], "avg_iterations": summary["avg_iterations"],
                    "questions_per_minute": 60 * len(ordered) / (time.perf_counter() - began), **usage}
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v))
         log_jsonl(client, run_id, "predictions.jsonl", ordered)
-        log(f"[ringbit] done: EM={summary['em']:.3f} F1={summary['f1']:.3f} n={summary['n']} "
-            f"finished={summary['finished_rate']:.2f}")
+        log(f"[ringbit] done: EM={summary['em']:.3f} [{em_low:.3f}, {em_high:.3f}] F1={summary['f1']:.3f} "
+            f"[{f1_low:.3f}, {f1_high:.3f}] (95% bootstrap) n={summary['n']} finished={summary['finished_rate']:.2f}")
     return {"run_id": run_id, "metrics": metrics}
 
 

@@ -51,7 +51,15 @@ class ReactEvalConfig(StrictModel):
     split_seed: int = Field(0, description="With split=heldout: the fine-tuning job's data.seed.")
     n: int = Field(50, ge=1, le=100_000, description="Questions to evaluate (the first n of the split).")
     search: str = Field("cache", description="Search tool: 'cache' (query->result pairs of the trajectories "
-                                             "file), cache:<file>, bm25:<passages.jsonl> or bm25:builtin:python-docs.")
+                                             "file), cache:<file>, bm25:<passages.jsonl>, bm25:<trajectories> (a "
+                                             "closed world: every observation they recorded plus the built-in docs) "
+                                             "or bm25:builtin:python-docs.")
+    prompting: Literal["finetuned", "zero-shot", "few-shot"] = Field(
+        "finetuned", description="finetuned: the Alpaca template a FireAct fine-tune was trained on; zero-shot: "
+                                 "the ReAct instructions alone; few-shot: the instructions and few_shot_examples "
+                                 "trajectories (FireAct's prompted baseline), never questions that are evaluated.")
+    few_shot_examples: int = Field(2, ge=1, le=20, description="With prompting=few-shot: example trajectories "
+                                                              "in the prompt, from the training side of the split.")
     max_iterations: int = Field(11, ge=1, le=50, description="Thought/Action/Observation rounds (FireAct: 11).")
     max_tokens: int = Field(128, ge=8, le=4096, description="Tokens per Thought+Action generation.")
     workers: int = Field(2, ge=1, le=64, description="Questions run in parallel (Ray tasks).")
@@ -86,6 +94,10 @@ class ReactEvalConfig(StrictModel):
         if questions == "qa" and self.split == "heldout":
             raise ValueError("split: heldout needs the fine-tuning job's trajectories file as questions; "
                              f"{self.questions} is a question/answer file: use --set split=all")
+        if self.prompting == "few-shot" and questions != "trajectory":
+            raise ValueError("prompting: few-shot takes its examples from a trajectories file, and "
+                             f"{self.questions} is a question/answer file; pass a FireAct trajectories file "
+                             "as questions, or --set prompting=zero-shot")
         kind, _, path = self.search.partition(":")
         if kind == "cache" and not path and questions == "qa":
             raise ValueError(
@@ -93,7 +105,7 @@ class ReactEvalConfig(StrictModel):
                 f"{self.questions} is a question/answer file without any; pass "
                 "--set search=bm25:builtin:python-docs, bm25:<passages.jsonl> or cache:<trajectories "
                 "or query->result file>")
-        expected = {"cache": ("trajectory", "cache"), "bm25": ("passage",)}[kind]
+        expected = {"cache": ("trajectory", "cache"), "bm25": ("passage", "trajectory")}[kind]
         if path and not path.startswith("builtin:") and (found := file_kind(path)) not in expected:
             raise ValueError(f"search: {path} holds {found} records; {kind}: needs "
                              f"{' or '.join(expected)} records ({type(self).model_fields['search'].description})")

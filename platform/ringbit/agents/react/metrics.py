@@ -67,3 +67,18 @@ def aggregate(items: Iterable[Mapping[str, Any] | tuple[str, Gold]]) -> dict[str
             f1s.append(f1(pred, gold))
     n = len(ems)
     return {"em": sum(ems) / n if n else 0.0, "f1": sum(f1s) / n if n else 0.0, "n": n}
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (EM or F1 per question): the spread a
+    table row would show over other draws of the same number of questions."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

@@ -26,13 +26,14 @@ ALPACA_TEMPLATE = ("Below is an instruction that describes a task. Write a respo
 THOUGHT_PREFIX = "Thought:"
 STOP = ["\nObservation:"]
 FINISH_OBSERVATION = "Episode finished"
-FEW_SHOT_HEADER = (
+REACT_INSTRUCTIONS = (
     "Answer the question by interleaving Thought, Action and Observation steps. A Thought reasons "
     "about the current situation; an Action is one of:\n"
     "(1) search[query]: searches the web and returns a short snippet, which may or may not hold "
     "the answer (if it does not, try another query);\n"
-    "(2) finish[answer]: gives the answer and ends the task.\n"
-    "Examples:\n\n\n")
+    "(2) finish[answer]: gives the answer and ends the task.\n")
+FEW_SHOT_HEADER = REACT_INSTRUCTIONS + "Examples:\n\n\n"
+ZERO_SHOT_HEADER = REACT_INSTRUCTIONS + "\nQuestion: "
 _THOUGHT_LABEL = re.compile(r"^\s*(?:Thought(?: \d+)?\s*:\s*)?")
 
 

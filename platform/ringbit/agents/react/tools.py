@@ -154,6 +154,27 @@ def build_search_cache(trajectories: Iterable[Trajectory],
     return cache
 
 
+def builtin_paragraphs(corpus: str) -> list[str]:
+    """The paragraphs (5+ words) of a built-in offline corpus, e.g. builtin:python-docs."""
+    from ringbit.data.corpus import builtin_documents
+
+    paragraphs = [p.strip() for doc in builtin_documents(corpus) for p in doc.split("\n\n")]
+    return [p for p in paragraphs if len(p.split()) >= 5]
+
+
+def observation_passages(trajectories: Iterable[Trajectory]) -> list[str]:
+    """Every distinct search observation the trajectories recorded, in order (no finish lines and
+    no "No results" answers)."""
+    seen: dict[str, None] = {}
+    for t in trajectories:
+        for step in t.steps:
+            parsed = parse_action(step.action)
+            text = (step.observation or "").strip()
+            if parsed and parsed[0].lower() == "search" and text and text != NO_RESULTS:
+                seen.setdefault(text, None)
+    return list(seen)
+
+
 def read_search_cache(path: str | Path) -> dict[str, str | None]:
     """A cache file: a JSON object {query: result} (FireAct's tools/search.json), a JSON list or
     JSONL of {"query", "result"} (or "observation") records."""
@@ -197,15 +218,17 @@ def search_tool(spec: str, trajectories: str | Path | None = None) -> Tool:
     - "cache" / "cache:FILE": recorded results; FILE is a query->result cache or FireAct
       trajectories (their search actions and observations); bare "cache" uses `trajectories`;
     - "bm25:FILE": BM25 over a JSONL passage corpus; "bm25:builtin:python-docs" (or
-      builtin:python-topics) over the platform's built-in offline corpus, one passage a paragraph."""
-    from ringbit.agents.react.trajectories import read_records, read_trajectories
+      builtin:python-topics) over the platform's built-in offline corpus, one passage a paragraph;
+      over FireAct trajectories, a closed world: every observation they recorded (what the paper's
+      live searches returned) plus the built-in docs, so a good query can find the answer."""
+    from ringbit.agents.react.trajectories import file_kind, read_records, read_trajectories
 
     kind, _, path = spec.partition(":")
     if kind == "bm25" and path.startswith("builtin:"):
-        from ringbit.data.corpus import builtin_documents
-
-        paragraphs = [p.strip() for doc in builtin_documents(path) for p in doc.split("\n\n")]
-        return BM25Search([{"text": p} for p in paragraphs if len(p.split()) >= 5])
+        return BM25Search([{"text": p} for p in builtin_paragraphs(path)])
+    if kind == "bm25" and path and file_kind(path) == "trajectory":
+        return BM25Search([{"text": p} for p in observation_passages(read_trajectories(path))]
+                          + [{"text": p} for p in builtin_paragraphs("builtin:python-docs")])
     if kind == "bm25" and path:
         return BM25Search.from_jsonl(path)
     if kind == "cache":
