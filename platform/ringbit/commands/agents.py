@@ -80,3 +80,48 @@ def eval_memwalker(
     opts = {"n_docs": docs, "n_words": words, "segment_words": segment_words, "llm.url": llm_url,
             "llm.model": model, "llm.api": api}
     _eval("eval-memwalker", config, "agents-memwalker.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
+table_app = typer.Typer(help="Tables of finished agent evaluations, read from MLflow.", no_args_is_help=True)
+agents_app.add_typer(table_app, name="table")
+
+
+@table_app.command("react")
+def table_react(
+    runs: Annotated[Optional[str], typer.Option(help="Comma-separated run names, in table order (default: every finished ReAct evaluation of the experiment).")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the evaluations.")] = "ringbit-agents",
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (default: the local platform's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """The FireAct table: one row per ReAct evaluation run (model, prompting, search, EM and F1
+    with 95% bootstrap intervals, finished rate, mean steps). Each row is reproduced by
+    `ringbit agents eval react` with the settings the run's params record."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from ringbit.agents.react.table import markdown, rows, same_questions
+    from ringbit.console import fail
+    from ringbit.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(mlflow_uri))
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # connection refused: say what to do
+        raise fail(f"MLflow at {resolve_tracking_uri(mlflow_uri)} did not answer ({type(exc).__name__}); "
+                   "run `ringbit up` or pass --mlflow-uri") from None
+    if found is None:
+        raise fail(f"--experiment {experiment}: no such MLflow experiment", 2)
+    names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
+    try:
+        table = rows(client, [found.experiment_id], names)
+    except ValueError as exc:
+        raise fail(f"--runs: {exc}", 2) from None
+    if not table:
+        raise fail(f"no finished ReAct evaluation in experiment {experiment}; run `ringbit agents eval react` first", 2)
+    if as_json:
+        typer.echo(json.dumps(table))
+        return
+    typer.echo(markdown(table))
+    if not same_questions(table):
+        typer.echo("note: the rows did not all evaluate the same questions (questions, split, n differ)", err=True)
