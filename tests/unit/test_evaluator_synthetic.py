@@ -23,8 +23,14 @@ TEXT = (
     "She did not expect the results to be so clear, but the data was convincing. "
     "The river flooded the valley twice last spring and the farmers lost most of their crops."
 )
+# A sentence with numbers, auxiliaries and punctuation, for the targeted MQM-style edits.
+FACTS = "In 2019 , the council was sure the bridge is safe; it has 3 lanes, and the toll does rise every year ."
 OP_PREFIX = {"insert": "Addition: inserted ", "replace": "Mistranslation: replaced ",
-             "delete": "Omission: deleted ", "swap": "Word order: swapped "}
+             "delete": "Omission: deleted ", "swap": "Word order: swapped ",
+             "negation": "Mistranslation: negated ", "number": "Mistranslation: number ",
+             "spelling": "Spelling: ", "punctuation": "Punctuation: ", "grammar": "Grammar: "}
+TARGETED_SEVERITY = {"negation": "major", "number": "major", "spelling": "minor", "punctuation": "minor",
+                     "grammar": "minor"}
 
 
 def op_of(error) -> str:
@@ -36,12 +42,13 @@ def quoted(text: str) -> list[str]:
 
 
 def single_error_examples() -> dict[str, list[SyntheticExample]]:
-    """One-error perturbations of REFERENCE for seeds 0..119, grouped by operation."""
+    """One-error perturbations of REFERENCE and FACTS for seeds 0..119, grouped by operation."""
     by_op: dict[str, list[SyntheticExample]] = {op: [] for op in OP_PREFIX}
-    for seed in range(120):
-        example = perturb(REFERENCE, random.Random(seed), VOCAB, n_errors=1)
-        assert len(example.errors) == 1
-        by_op[op_of(example.errors[0])].append(example)
+    for reference in (REFERENCE, FACTS):
+        for seed in range(120):
+            example = perturb(reference, random.Random(seed), VOCAB, n_errors=1)
+            assert len(example.errors) == 1
+            by_op[op_of(example.errors[0])].append(example)
     return by_op
 
 
@@ -58,9 +65,8 @@ def test_every_operation_occurs():
 
 
 def test_insert_adds_1_to_4_vocabulary_tokens_at_one_place():
-    ref = REFERENCE.split()
     for ex in EXAMPLES["insert"]:
-        cand, (error,) = ex.candidate.split(), ex.errors
+        ref, cand, (error,) = ex.reference.split(), ex.candidate.split(), ex.errors
         added = quoted(error.type)[0].split()
         assert 1 <= len(added) <= 4 and set(added) <= set(VOCAB)
         assert len(cand) == len(ref) + len(added)
@@ -71,9 +77,8 @@ def test_insert_adds_1_to_4_vocabulary_tokens_at_one_place():
 
 
 def test_replace_changes_1_to_4_consecutive_tokens():
-    ref = REFERENCE.split()
     for ex in EXAMPLES["replace"]:
-        cand, (error,) = ex.candidate.split(), ex.errors
+        ref, cand, (error,) = ex.reference.split(), ex.candidate.split(), ex.errors
         old, new = (q.split() for q in quoted(error.type))
         assert len(cand) == len(ref) and 1 <= len(old) == len(new) <= 4
         changed = [i for i in range(len(ref)) if ref[i] != cand[i]]
@@ -88,9 +93,8 @@ def test_replace_changes_1_to_4_consecutive_tokens():
 
 
 def test_delete_removes_1_to_4_consecutive_tokens_and_points_at_the_neighbours():
-    ref = REFERENCE.split()
     for ex in EXAMPLES["delete"]:
-        cand, (error,) = ex.candidate.split(), ex.errors
+        ref, cand, (error,) = ex.reference.split(), ex.candidate.split(), ex.errors
         removed = quoted(error.type)[0].split()
         k = len(removed)
         assert 1 <= k <= 4 and len(cand) == len(ref) - k
@@ -103,10 +107,9 @@ def test_delete_removes_1_to_4_consecutive_tokens_and_points_at_the_neighbours()
 
 
 def test_swap_exchanges_two_tokens_1_to_4_apart():
-    ref = REFERENCE.split()
     distances = set()
     for ex in EXAMPLES["swap"]:
-        cand, (error,) = ex.candidate.split(), ex.errors
+        ref, cand, (error,) = ex.reference.split(), ex.candidate.split(), ex.errors
         changed = [i for i in range(len(ref)) if ref[i] != cand[i]]
         assert len(changed) == 2
         i, j = changed
@@ -138,6 +141,8 @@ def test_severity_rule_on_fixed_cases():
             a, b = quoted(error.type)
             adjacent = error.location in (f"{b} {a}",)
             assert error.severity == ("minor" if adjacent else "major")
+        elif op_of(error) == "spelling":
+            assert error.severity == "minor"  # a misspelt word stays readable
         else:
             assert error.severity == "major"
 
@@ -160,10 +165,11 @@ def test_n_errors_bounds():
 
 
 def test_short_sentences_cap_the_number_of_errors():
-    # Without a vocabulary only delete and swap exist; two words leave room for exactly one.
+    # Without a vocabulary, and with words no targeted edit fits (short, no number, no
+    # auxiliary, no punctuation), only delete and swap exist; two words leave room for one.
     for seed in range(20):
-        ex = perturb("alpha beta", random.Random(seed), [], n_errors=5)
-        assert len(ex.errors) == 1 and ex.candidate in ("beta alpha", "alpha", "beta")
+        ex = perturb("ox yak", random.Random(seed), [], n_errors=5)
+        assert len(ex.errors) == 1 and ex.candidate in ("yak ox", "ox", "yak")
     # Swapping two equal tokens would change nothing, so repeated words only allow deletions.
     for seed in range(30):
         ex = perturb("x x x x x x x x x x", random.Random(seed), [], n_errors=3)
@@ -172,8 +178,8 @@ def test_short_sentences_cap_the_number_of_errors():
     for seed in range(100):
         ex = perturb("x x x x", random.Random(seed), ["x"], n_errors=2)
         assert (ex.candidate != ex.reference) == bool(ex.errors)
-    lone = perturb("alone", random.Random(0), [], n_errors=3)
-    assert lone.errors == [] and lone.candidate == "alone"
+    lone = perturb("solo", random.Random(0), [], n_errors=3)
+    assert lone.errors == [] and lone.candidate == "solo"
 
 
 def test_locations_are_spans_of_the_candidate_and_scores_match():
@@ -242,3 +248,33 @@ def test_jsonl_round_trip(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"reference": "x"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_targeted_edits_change_one_thing_and_say_what():
+    """Each MQM-style edit: its fixed severity, a location that is in the candidate, and exactly
+    the change its type names (the rest of the sentence untouched)."""
+    for op, severity in TARGETED_SEVERITY.items():
+        for ex in EXAMPLES[op]:
+            ref_tokens, (error,) = ex.reference.split(), ex.errors
+            assert error.severity == severity and error.location in ex.candidate
+            cand = ex.candidate.split()
+            if op == "negation":
+                (aux,) = quoted(error.type)
+                assert len(cand) == len(ref_tokens) + 1 and error.location == f"{aux} not"
+                i = cand.index("not")
+                assert cand[:i] + cand[i + 1:] == ref_tokens and cand[i - 1] == aux
+            else:
+                old, new = quoted(error.type)
+                changed = [(a, b) for a, b in zip(ref_tokens, cand) if a != b]
+                assert len(cand) == len(ref_tokens) and changed == [(old, new)] and error.location == new
+                if op == "number":
+                    assert any(c.isdigit() for c in new) and sum(x != y for x, y in zip(old, new)) == 1
+                if op == "spelling":
+                    assert sorted(old) == sorted(new) and old.lower() != new.lower()
+                if op == "punctuation":
+                    assert old.rstrip(",.;:!?") == new.rstrip(",.;:!?")
+                if op == "grammar":
+                    assert {old.lower(), new.lower()} in ({"the", "a"}, {"is", "are"}, {"was", "were"},
+                                                          {"has", "have"}, {"does", "do"}, {"an", "a"},
+                                                          {"this", "these"})
+            assert parse_report(ex.report) == ex.errors and ex.score == score(ex.errors)

@@ -22,7 +22,8 @@ def evaluator_synth(
     seed: Annotated[int, typer.Option(help="Random seed (deterministic output).")] = 0,
 ) -> None:
     """SEScore-style synthetic (reference, candidate, report, score) examples from a corpus:
-    1-5 insert / delete / replace / swap errors per sentence, minor or major."""
+    1-5 errors per sentence (insert / delete / replace / swap, and MQM-style negation, number,
+    spelling, punctuation and grammar errors), each minor or major."""
     from ringbit.data.corpus import BUILTINS, builtin_documents
     from ringbit.evaluator.synthetic import make_examples, write_jsonl
 

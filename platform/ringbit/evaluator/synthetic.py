@@ -5,13 +5,21 @@ A reference sentence (tokens = whitespace split) gets 1-5 non-overlapping errors
 * insert:  1-4 tokens drawn from a vocabulary, put at one position;
 * replace: 1-4 consecutive tokens, each replaced by a different vocabulary token;
 * delete:  1-4 consecutive tokens (at least one token is always left);
-* swap:    two different tokens 1-4 positions apart exchange places.
+* swap:    two different tokens 1-4 positions apart exchange places;
+
+or one of the targeted MQM-style edits (their severity is fixed by the category, see _TRY):
+
+* negation:    "not" after an auxiliary ("is" -> "is not"), major;
+* number:      one digit of a number changed, major;
+* spelling:    two adjacent letters of a content word exchanged, minor;
+* punctuation: a token's trailing punctuation dropped or changed, minor;
+* grammar:     an article or agreement slip ("the" -> "a", "is" -> "are"), minor.
 
 An edited token, and for a deletion the words on either side of the gap (which must be untouched
 ones), are locked: later errors of the same sentence never touch them, so each error's report
 entry stays exact and the locations of two errors never overlap.
 
-Severity. SEScore calls an error minor when the perturbed sentence and the original still entail
+Severity of the four generic edits. SEScore calls an error minor when the perturbed sentence and the original still entail
 each other both ways (an NLI model), else major. That needs a model, so this module uses a fixed,
 deterministic rule instead:
 
@@ -42,7 +50,8 @@ from pathlib import Path
 
 from ringbit.evaluator.report import MAX_ERRORS, ReportError, format_report, score
 
-OPERATIONS = ("insert", "replace", "delete", "swap")
+OPERATIONS = ("insert", "replace", "delete", "swap", "negation", "number", "spelling", "punctuation",
+              "grammar")
 MAX_SPAN = 4
 NO_ERROR_FRACTION = 0.1  # share of make_examples' examples left without an error
 _RETRIES = 20  # perturbation attempts before giving up on a sentence whose edits cancel out
@@ -122,6 +131,7 @@ class _Edit:
     removed: list[str] = field(default_factory=list)  # delete, replace: the old tokens
     added: list[str] = field(default_factory=list)  # insert, replace: the new tokens
     swapped: tuple[str, str] = ("", "")
+    label: tuple[str, str] | None = None  # (type, explanation) of the targeted MQM-style edits
 
 
 def _free_runs(slots: list[_Slot], length: int) -> list[int]:
@@ -222,7 +232,104 @@ def _try_swap(slots, rng, vocabulary, distance, tag) -> _Edit | None:
     return _Edit("swap", "minor" if light else "major", swapped=(first, second))
 
 
-_TRY = {"insert": _try_insert, "replace": _try_replace, "delete": _try_delete, "swap": _try_swap}
+# Targeted edits after MQM's categories (Freitag et al. 2021, arXiv:2104.14478): accuracy errors
+# that flip a fact (a negation, a number) are major; fluency errors that leave the meaning readable
+# (spelling, punctuation, grammar such as article or agreement) are minor.
+AUXILIARIES = frozenset("is are was were can will does do did should could would has have must may".split())
+GRAMMAR_PAIRS = {"a": "the", "the": "a", "an": "a", "is": "are", "are": "is", "was": "were", "were": "was",
+                 "has": "have", "have": "has", "does": "do", "do": "does", "this": "these", "these": "this"}
+_TRAILING_PUNCT = ",.;:!?"
+
+
+def _free_slots(slots: list[_Slot], test) -> list[int]:
+    return [i for i, slot in enumerate(slots) if slot.tag is None and slot.token is not None and test(slot.token)]
+
+
+def _replace_one(slots: list[_Slot], i: int, new: str, tag: int, op: str, severity: str,
+                 label: tuple[str, str]) -> _Edit:
+    old = slots[i].token
+    slots[i] = _Slot(new, tag)
+    return _Edit(op, severity, removed=[old], added=[new], label=label)
+
+
+def _try_negation(slots, rng, vocabulary, size, tag) -> _Edit | None:
+    """"is" -> "is not": the candidate states the opposite (accuracy, major)."""
+    spots = [i for i in _free_slots(slots, lambda t: t.lower() in AUXILIARIES)
+             if i + 1 >= len(slots) or (slots[i + 1].token or "").lower() not in ("not", "never", "n't")]
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    aux = slots[i].token
+    slots[i].tag = tag
+    slots[i + 1:i + 1] = [_Slot("not", tag)]
+    return _Edit("negation", "major", added=["not"], label=(
+        f'Mistranslation: negated "{aux}"',
+        f'The candidate says "{aux} not" where the reference says "{aux}"; this reverses the meaning.'))
+
+
+def _try_number(slots, rng, vocabulary, size, tag) -> _Edit | None:
+    """A different number (accuracy, major)."""
+    spots = _free_slots(slots, lambda t: any(c.isdigit() for c in t))
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    old = slots[i].token
+    digits = [k for k, c in enumerate(old) if c.isdigit()]
+    k = rng.choice(digits)
+    new = old[:k] + rng.choice([d for d in "0123456789" if d != old[k]]) + old[k + 1:]
+    return _replace_one(slots, i, new, tag, "number", "major", (
+        f'Mistranslation: number "{old}" became "{new}"',
+        f'The candidate has "{new}" where the reference has "{old}"; a wrong number changes the facts.'))
+
+
+def _try_spelling(slots, rng, vocabulary, size, tag) -> _Edit | None:
+    """Two adjacent letters inside a word exchanged (fluency, minor)."""
+    spots = _free_slots(slots, lambda t: len(_core(t)) >= 5 and _core(t).isalpha() and not is_light(t))
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    old = slots[i].token
+    letters = [k for k in range(1, len(old) - 2) if old[k].isalpha() and old[k + 1].isalpha() and old[k] != old[k + 1]]
+    if not letters:
+        return None
+    k = rng.choice(letters)
+    new = old[:k] + old[k + 1] + old[k] + old[k + 2:]
+    return _replace_one(slots, i, new, tag, "spelling", "minor", (
+        f'Spelling: "{old}" misspelled as "{new}"',
+        f'The candidate misspells "{old}" as "{new}"; the word is still recognisable, so the meaning is kept.'))
+
+
+def _try_punctuation(slots, rng, vocabulary, size, tag) -> _Edit | None:
+    """A trailing comma, period, ... dropped or changed (fluency, minor)."""
+    spots = _free_slots(slots, lambda t: len(t) > 1 and t[-1] in _TRAILING_PUNCT)
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    old = slots[i].token
+    new = old[:-1] + rng.choice(["", *[c for c in ",;" if c != old[-1]]])
+    return _replace_one(slots, i, new, tag, "punctuation", "minor", (
+        f'Punctuation: "{old}" written as "{new}"',
+        f'The candidate punctuates "{old}" as "{new}"; only punctuation is affected, so the meaning is kept.'))
+
+
+def _try_grammar(slots, rng, vocabulary, size, tag) -> _Edit | None:
+    """An article or agreement error: "a" for "the", "is" for "are" (fluency, minor)."""
+    spots = _free_slots(slots, lambda t: t.lower() in GRAMMAR_PAIRS)
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    old = slots[i].token
+    new = GRAMMAR_PAIRS[old.lower()]
+    new = new.capitalize() if old[0].isupper() else new
+    return _replace_one(slots, i, new, tag, "grammar", "minor", (
+        f'Grammar: "{old}" changed to "{new}"',
+        f'The candidate uses "{new}" where the reference has "{old}"; a grammatical slip that keeps the meaning.'))
+
+
+_TRY = {"insert": _try_insert, "replace": _try_replace, "delete": _try_delete, "swap": _try_swap,
+        "negation": _try_negation, "number": _try_number, "spelling": _try_spelling,
+        "punctuation": _try_punctuation, "grammar": _try_grammar}
+_SIZED = ("insert", "replace", "delete", "swap")  # the others edit one token: no span size
 
 
 def _apply(slots: list[_Slot], rng: random.Random, vocabulary: list[str], tag: int) -> _Edit | None:
@@ -231,7 +338,7 @@ def _apply(slots: list[_Slot], rng: random.Random, vocabulary: list[str], tag: i
     operations = list(OPERATIONS)
     rng.shuffle(operations)
     for op in operations:
-        size = rng.randint(1, MAX_SPAN)
+        size = rng.randint(1, MAX_SPAN) if op in _SIZED else 1
         for k in range(size, 0, -1):
             edit = _TRY[op](slots, rng, vocabulary, k, tag)
             if edit is not None:
@@ -244,6 +351,8 @@ def _quote(tokens: list[str]) -> str:
 
 
 def _describe(edit: _Edit) -> tuple[str, str]:
+    if edit.label is not None:
+        return edit.label
     if edit.op == "insert":
         kind = f"Addition: inserted {_quote(edit.added)}"
         what = f"The candidate adds {_quote(edit.added)}, which is not in the reference"
