@@ -26,10 +26,12 @@ SHIPPED = {
     "smollm2-b158.yaml": "pretrain", "smollm2-continued.yaml": "pretrain",
     "sweep.yaml": "sweep", "sweep-tiny.yaml": "sweep",
     "finetune-evaluator.yaml": "finetune-evaluator", "finetune-react.yaml": "finetune-react",
+    "finetune-evaluator-smollm2.yaml": "finetune-evaluator", "finetune-evaluator-smollm2-lora.yaml": "finetune-evaluator",
+    "finetune-react-smollm2.yaml": "finetune-react", "finetune-react-smollm2-lora.yaml": "finetune-react",
     "agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
     "agents-memwalker.yaml": "eval-memwalker",
 }
-NEEDS_FIREACT = ("finetune-react.yaml", "agents-react.yaml")
+NEEDS_FIREACT = ("finetune-react.yaml", "agents-react.yaml", "finetune-react-smollm2.yaml", "finetune-react-smollm2-lora.yaml")
 
 
 def test_every_shipped_config_is_listed():
