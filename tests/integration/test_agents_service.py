@@ -93,6 +93,11 @@ def test_react_run_over_rest(served):
     assert isinstance(result["answer"], str)
     assert len(run["trajectory"]) == result["steps"]
     check_mlflow(client, run, "react")
+    # the run is also an MLflow trace linked to its MLflow run: one LLM span per call
+    mlflow_run = client.get_run(run["mlflow_run_id"])
+    traces = client.search_traces(locations=[mlflow_run.info.experiment_id], run_id=mlflow_run.info.run_id)
+    assert len(traces) == 1 and traces[0].info.tags["ringbit.agent_run"] == run["id"]
+    assert len([s for s in traces[0].data.spans if s.span_type == "LLM"]) == result["llm_calls"]
     listed = requests.get(f"{url}/v1/agents/runs", params={"agent": "react"}, timeout=30).json()["runs"]
     assert run["id"] in [r["id"] for r in listed]
 

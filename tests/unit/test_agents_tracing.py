@@ -51,3 +51,19 @@ def test_a_react_episode_is_one_trace_with_a_span_per_llm_and_tool_call(store):
     usage = [s.attributes["mlflow.chat.tokenUsage"] for s in llm_spans]
     assert sum(u["output_tokens"] for u in usage) == llm.usage.completion_tokens
     assert all(s.end_time_ns > s.start_time_ns for s in llm_spans)  # latency = the span's duration
+
+
+def test_a_rest_run_links_its_trace_to_the_mlflow_run_recorded_afterwards(store):
+    """The agents service records a REST run's MLflow run after the run ends; its trace, written
+    while the run went on, is linked to it then."""
+    from ringbit.agents.runs import record_request_run
+
+    exp = store.create_experiment("serve")
+    llm = FunctionLLM(lambda prompt, stop, max_tokens: "Done.\nAction: finish[42]")  # test double
+    with episode_trace("react", {"question": "q?"}, None, exp, {"ringbit.agent_run": "abc"}) as span:
+        result = run_react("q?", TracedLLM(llm), {}, max_iterations=2)
+    mid = record_request_run(store.tracking_uri, "serve", "react", "abc", {"question": "q?"},
+                             {**result.to_dict(), "llm_calls": 1}, "succeeded", trace_ids=[span.trace_id])
+    traces = store.search_traces(locations=[exp], run_id=mid)
+    assert [t.info.trace_id for t in traces] == [span.trace_id]
+    assert store.get_run(mid).info.status == "FINISHED"

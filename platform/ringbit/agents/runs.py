@@ -60,9 +60,10 @@ def log_jsonl(client: MlflowClient, run_id: str, name: str, rows: list[dict[str,
 
 
 def record_request_run(tracking_uri: str, experiment: str, agent: str, run_id_public: str,
-                       params: dict[str, Any], result: dict[str, Any], status: str) -> str:
+                       params: dict[str, Any], result: dict[str, Any], status: str,
+                       trace_ids: list[str] | None = None) -> str:
     """One MLflow run for one REST agent run: outcome, steps, LLM calls and tokens as metrics, the
-    whole trajectory as an artifact. Returns the MLflow run id."""
+    whole trajectory as an artifact, and the run's traces linked to it. Returns the MLflow run id."""
     client = MlflowClient(tracking_uri)
     run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"{agent}-{run_id_public}",
                             tags={"ringbit.agent": agent, "ringbit.agent_run": run_id_public,
@@ -76,6 +77,11 @@ def record_request_run(tracking_uri: str, experiment: str, agent: str, run_id_pu
     if result.get("error"):
         client.set_tag(mid, "ringbit.error", str(result["error"])[:5000])
     log_jsonl(client, mid, "trajectory.jsonl", [result])
+    if trace_ids:
+        from ringbit.agents.tracing import flush
+
+        flush()  # traces are exported asynchronously: they must exist before they are linked
+        client.link_traces_to_run(trace_ids, mid)
     client.set_terminated(mid, "FINISHED" if status == "succeeded" else "FAILED")
     return mid
 

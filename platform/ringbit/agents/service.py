@@ -91,6 +91,7 @@ class Run:
     result: dict[str, Any] | None = None
     error: str | None = None
     mlflow_run_id: str | None = None
+    trace_ids: list[str] = field(default_factory=list)  # MLflow traces of the run, linked to its MLflow run
 
     def view(self, with_events: bool = True) -> dict[str, Any]:
         out = {"id": self.id, "agent": self.agent, "status": self.status, "params": self.params,
@@ -257,7 +258,7 @@ class AgentsServer:
                 run.mlflow_run_id = record_request_run(
                     self.tracking_uri, self.experiment, run.agent, run.id,
                     {**run.params, "llm_url": self.llm_cfg.url, "llm_model": self.llm_cfg.model},
-                    {**result, "trajectory": run.events}, status)
+                    {**result, "trajectory": run.events}, status, trace_ids=run.trace_ids)
             except Exception as exc:  # tracking must not lose the run's answer
                 run.events.append({"type": "warning", "message": f"MLflow record failed: {exc}"})
         # Published last: a poller that sees the final status also sees the result and MLflow id.
@@ -321,9 +322,28 @@ class AgentsServer:
             if self._tools is None:
                 self._tools = {"search": search_tool(self.search_spec)}
             llm = self._llm()
-            result = run_react(body.question.strip(), llm, self._tools, max_iterations=body.max_iterations,
-                               on_event=lambda e: run.events.append({"type": "step", **e}),
-                               max_tokens=self.max_tokens).to_dict()
+
+            def react(agent_llm, tools) -> dict[str, Any]:
+                return run_react(body.question.strip(), agent_llm, tools, max_iterations=body.max_iterations,
+                                 on_event=lambda e: run.events.append({"type": "step", **e}),
+                                 max_tokens=self.max_tokens).to_dict()
+
+            if self.tracking_uri:  # the run as an MLflow trace: a span per LLM and tool call
+                import mlflow
+                from mlflow.tracking import MlflowClient
+
+                from ringbit import tracking
+                from ringbit.agents.tracing import TracedLLM, episode_trace, traced_tools
+
+                mlflow.set_tracking_uri(self.tracking_uri)
+                experiment = tracking.experiment_id(MlflowClient(self.tracking_uri), self.experiment)
+                with episode_trace("react", {"question": body.question.strip()}, None, experiment,
+                                   {"ringbit.agent": "react", "ringbit.agent_run": run.id}) as span:
+                    result = react(TracedLLM(llm), traced_tools(self._tools))
+                    span.set_outputs({k: result.get(k) for k in ("answer", "finished", "error")})
+                run.trace_ids.append(span.trace_id)
+            else:
+                result = react(llm, self._tools)
             return {**result, "steps": len(result.get("steps", [])), **llm.usage.as_dict()}
 
         return self._start("react", body.model_dump(), work)

@@ -60,11 +60,12 @@ def traced_tools(tools: Mapping[str, Callable[[str], str]]) -> dict[str, Callabl
 
 
 @contextmanager
-def episode_trace(name: str, inputs: Mapping[str, Any], run_id: str, experiment_id: str,
+def episode_trace(name: str, inputs: Mapping[str, Any], run_id: str | None, experiment_id: str,
                   tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """The root AGENT span of one episode, its trace logged to the run's experiment (named here:
-    MLflow 3.17 otherwise writes it to the default experiment) and shown under that run. Set the
-    episode's outcome with `span.set_outputs(...)` before leaving."""
+    """The root AGENT span of one episode, its trace logged to `experiment_id` (named here: MLflow
+    3.17 otherwise writes it to the default experiment) and shown under `run_id` when given (a run
+    created afterwards links it with `MlflowClient.link_traces_to_run`). Set the episode's outcome
+    with `span.set_outputs(...)` before leaving."""
     from mlflow.entities.trace_location import MlflowExperimentLocation
 
     with mlflow.start_span(name, span_type=SpanType.AGENT, run_id=run_id,
