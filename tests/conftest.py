@@ -59,25 +59,22 @@ def sources(tmp_path_factory):
 
 
 @pytest.fixture
-def fluent_mlflow():
+def fluent_mlflow(monkeypatch):
     """MLflow's fluent API (tracing, mlflow.genai.evaluate) is process-wide state, and setting it
     also sets MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID for every later test: use `mlflow` from
-    this fixture, which puts all of it back afterwards."""
+    this fixture, which puts all of it back afterwards (monkeypatch restores the variables)."""
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    try:
-        yield mlflow
-    finally:
-        mlflow.set_tracking_uri(None)
-        if hasattr(fluent, "_active_experiment_id"):
-            fluent._active_experiment_id = None
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        # recorded now (set, even when absent), so that monkeypatch restores it after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        if not os.environ[key]:
+            monkeypatch.delenv(key)
+    yield mlflow
+    mlflow.set_tracking_uri(None)
+    if hasattr(fluent, "_active_experiment_id"):
+        fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="module")

@@ -254,12 +254,10 @@ def log_benchmark_run(
 ) -> str | None:
     """One FINISHED run per benchmark invocation; None (and a note) when no server answers,
     since the benchmark's JSON file is the record either way."""
-    import urllib.request
-
     try:
         uri = resolve_tracking_uri()
-        if uri.startswith("http"):  # fail fast instead of waiting out MLflow's retries
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3).read()
+        if not _mlflow_answers(uri):  # fail fast instead of waiting out MLflow's retries
+            raise ConnectionError(uri)
         client = MlflowClient(uri)
         run = client.create_run(experiment_id(client, experiment), run_name=run_name,
                                 tags=default_tags())

@@ -277,19 +277,22 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
             experiment = client.get_run(run_id).info.experiment_id
 
         def answer(i_ex: tuple[int, dict[str, str]], llm) -> dict[str, Any]:
-            i, ex = i_ex
-            if not cfg.traces:
-                out = evaluate_react([ex], llm, tools, max_iterations=cfg.max_iterations, max_tokens=cfg.max_tokens,
-                                     few_shot=few_shot)
-                return {**out["rows"][0], "index": i}
+            from contextlib import nullcontext
+
             from ringbit.agents.tracing import TracedLLM, episode_trace, traced_tools
 
-            with episode_trace("react", {"question": ex["question"]}, run_id, experiment,
-                               {"ringbit.agent": "react", "ringbit.index": str(i)}) as span:
-                out = evaluate_react([ex], TracedLLM(llm), traced_tools(tools), max_iterations=cfg.max_iterations,
+            i, ex = i_ex
+            agent_llm, agent_tools, trace = llm, tools, nullcontext()
+            if cfg.traces:
+                agent_llm, agent_tools = TracedLLM(llm), traced_tools(tools)
+                trace = episode_trace("react", {"question": ex["question"]}, run_id, experiment,
+                                      {"ringbit.agent": "react", "ringbit.index": str(i)})
+            with trace as span:
+                out = evaluate_react([ex], agent_llm, agent_tools, max_iterations=cfg.max_iterations,
                                      max_tokens=cfg.max_tokens, few_shot=few_shot)
                 row = {**out["rows"][0], "index": i}
-                span.set_outputs({k: row.get(k) for k in ("answer", "gold", "em", "f1", "finished", "error")})
+                if span is not None:
+                    span.set_outputs({k: row.get(k) for k in ("answer", "gold", "em", "f1", "finished", "error")})
             return row
 
         try:

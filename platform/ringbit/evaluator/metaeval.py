@@ -103,13 +103,18 @@ def correlations(predicted: list[float], gold: list[float]) -> dict[str, float]:
 UNPARSED_SCORE = MAX_ERRORS * PENALTY["major"]
 
 
+def predictions(results: list[dict[str, Any]]) -> tuple[list[float], list[bool]]:
+    """(score per segment, whether its report parsed): an unparsed one scores UNPARSED_SCORE."""
+    parsed = [r.get("parsed", True) and r.get("score") is not None for r in results]
+    return [float(r["score"]) if ok else UNPARSED_SCORE for r, ok in zip(results, parsed)], parsed
+
+
 def agreement(results: list[dict[str, Any]], gold: list[float],
               systems: list[str] | None = None) -> dict[str, Any]:
     """Correlations over every segment (an unparsed report scored UNPARSED_SCORE), the parse rate
     (well-formed reports), the correlations over the parsed segments only (`*_parsed`) and, with
     more than one system, each system's own (`per_system`: WMT pools systems for the headline)."""
-    parsed = [r.get("parsed", True) and r.get("score") is not None for r in results]
-    predicted = [float(r["score"]) if ok else UNPARSED_SCORE for r, ok in zip(results, parsed)]
+    predicted, parsed = predictions(results)
     stats = correlations(predicted, gold)
     subset = correlations([p for p, ok in zip(predicted, parsed) if ok], [g for g, ok in zip(gold, parsed) if ok])
     out = {**stats, "parse_rate": sum(parsed) / max(1, len(parsed)),
@@ -219,21 +224,21 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
     from ringbit import tracking
 
     data = Path(data)
+    if metric != "evaluator" and metric not in STRING_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose evaluator or one of {', '.join(STRING_METRICS)}")
     began = time.perf_counter()
     try:
         if metric == "evaluator":
             results = score_segments(segments, evaluator_url, batch=max(1, batch), progress=progress)
         else:
             results = string_metric_results(segments, metric, progress)
-    except ValueError:
-        raise
     except Exception as exc:
         raise ScoringError(str(exc)) from exc
     seconds = time.perf_counter() - began
     gold = [s.gold for s in segments]
     stats = {**agreement(results, gold, [s.system for s in segments]),
              "segments_per_s": len(segments) / max(seconds, 1e-9), "metric": metric}
-    predicted = [UNPARSED_SCORE if r.get("score") is None else r["score"] for r in results]
+    predicted = predictions(results)[0]
     uri = tracking.resolve_tracking_uri(mlflow_uri)
     client = MlflowClient(uri)
     run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"meta-eval-{metric}-{data.stem}",

@@ -10,9 +10,6 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-COLUMNS = ("row", "model", "prompting", "search", "n", "em", "em_ci", "f1", "f1_ci", "finished_rate",
-           "avg_iterations", "run_id")
-
 
 def rows(client: MlflowClient, experiment_ids: list[str], names: list[str] | None = None) -> list[dict[str, Any]]:
     """The table rows: finished react runs of the experiments (or only those named, in that order)."""
