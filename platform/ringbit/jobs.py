@@ -32,6 +32,23 @@ def job_client(address: str):
     return JobSubmissionClient(address, headers=auth_headers() or None)
 
 
+class UnknownJob(LookupError):
+    """No job by that submission id or name; the message says where to look."""
+
+
+def resolve_job(client, id_or_name: str) -> str:
+    """The submission id for `id_or_name`: a submission id as `ringbit jobs` lists it, or a job
+    name as given to `ringbit submit --name` (its latest submission)."""
+    jobs = client.list_jobs()
+    if any(j.submission_id == id_or_name for j in jobs):
+        return id_or_name
+    named = [j for j in jobs if (j.metadata or {}).get("ringbit.job_name") == id_or_name and j.submission_id]
+    if named:
+        return max(named, key=lambda j: j.start_time or 0).submission_id
+    raise UnknownJob(f"no job {id_or_name!r} on this cluster: give a submission id or a job name "
+                     "as `ringbit jobs` lists them")
+
+
 def entrypoint(script: str, config: Path, overrides: list[str], python: str) -> str:
     try:
         rel = config.resolve().relative_to(REPO_ROOT)
@@ -52,7 +69,9 @@ def submit(address: str, entry: str, name: str, env: dict[str, str]) -> str:
         "working_dir": str(REPO_ROOT),
         "excludes": EXCLUDES,
         # The uploaded copy of the library wins over any installed one, on the driver and workers.
-        "env_vars": {"PYTHONPATH": "platform", **env},
+        # Ray Train's print patch tees a worker's print to stdout *and* to a logger writing to
+        # stderr when anything has wrapped sys.stdout, so every line showed twice in the job log.
+        "env_vars": {"PYTHONPATH": "platform", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **env},
     }
     return client.submit_job(
         entrypoint=entry, runtime_env=runtime_env,

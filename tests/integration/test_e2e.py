@@ -124,7 +124,11 @@ def test_stop_and_resume_continues_the_same_run(platform):
     assert jc.get_job_status(job_id) == JobStatus.STOPPED, "job finished before it could be stopped"
     listed = ringbit("jobs", env=env, check=True).stdout
     assert re.search(rf"{re.escape(job_id)}\s+STOPPED", listed)
-    assert "[ringbit] step=" in ringbit("logs", job_id, env=env, check=True).stdout
+    log = ringbit("logs", name, env=env, check=True).stdout  # a job name finds its latest submission
+    step_lines = [line.split("[ringbit] ", 1)[1] for line in log.splitlines() if "[ringbit] step=" in line]
+    assert step_lines and len(step_lines) == len(set(step_lines)), "each worker line once in the job log"
+    unknown = ringbit("logs", "no-such-job", env=env)
+    assert unknown.returncode == 2 and "ringbit jobs" in unknown.stderr, unknown.stderr
     assert client.get_run(run_id).info.status == "KILLED"
     logged_before = steps(client, run_id, "train_loss")[-1][0]
     assert logged_before < total

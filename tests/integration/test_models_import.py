@@ -236,9 +236,8 @@ def test_import_real_smollm2_from_the_catalog(platform):
     digest = hashlib.sha256(gguf_file.read_bytes()).hexdigest()
     assert tags["sha256"] == result["sha256"] == digest
     print(f"SmolLM2 import: {seconds:.1f} s wall, peak RSS {result['peak_rss_mb']} MB")
-    # The targets are <= 2 GB and 60 s. Alone this import peaks at 1.48-1.57 GB, but inside the
-    # whole suite (`make test`, clean clone) it peaked at 2.17 GB in 17 s: something the suite's
-    # earlier tests leave in the environment changes it, not found yet (docs/models.md). The bound
-    # here catches a regression (a second full copy of the weights), not the target.
-    assert result["peak_rss_mb"] < 2600, result["peak_rss_mb"]
+    # The targets are <= 2 GB and 60 s (alone: 1.23 GB, 35-50 s on 2 busy cores). The load-back
+    # check once held the whole written file mapped (+0.5 GB; 2.17 GB inside the whole suite);
+    # load_weights now maps one tensor at a time.
+    assert result["peak_rss_mb"] < 2000, result["peak_rss_mb"]
     assert seconds < 180

@@ -160,25 +160,42 @@ def list_jobs(address: AddressOpt = None) -> None:
         typer.echo(f"{job.submission_id or job.job_id:40s} {str(job.status.value):10s} {started}  {job.entrypoint}")
 
 
+JobOpt = Annotated[str, typer.Argument(
+    help="Submission id (as `ringbit jobs` lists it) or job name (`--name` of submit: its latest submission).")]
+
+
+def _job_id(client, job: str) -> str:
+    from ringbit.jobs import UnknownJob, resolve_job
+
+    try:
+        return resolve_job(client, job)
+    except UnknownJob as exc:
+        raise fail(str(exc), 2) from None
+
+
 def logs(
-    job_id: str,
+    job: JobOpt,
     address: AddressOpt = None,
     follow_logs: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
 ) -> None:
     """Print a job's logs."""
     from ringbit import jobs
 
+    client = jobs.job_client(_address(address))
+    job_id = _job_id(client, job)
     if follow_logs:
         jobs.follow(_address(address), job_id, settings().home / "logs" / f"{job_id}.log", verbose=True)
     else:
-        typer.echo(jobs.job_client(_address(address)).get_job_logs(job_id), nl=False)
+        typer.echo(client.get_job_logs(job_id), nl=False)
 
 
-def stop(job_id: str, address: AddressOpt = None) -> None:
+def stop(job: JobOpt, address: AddressOpt = None) -> None:
     """Stop a running job (its MLflow run is marked KILLED; resubmit the name to resume)."""
     from ringbit.jobs import job_client
 
-    stopped = job_client(_address(address)).stop_job(job_id)
+    client = job_client(_address(address))
+    job_id = _job_id(client, job)
+    stopped = client.stop_job(job_id)
     typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
 
 
