@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -276,3 +276,19 @@ def log_benchmark_run(
             print(f"(artifact {Path(f).name} not logged: {type(exc).__name__})")
     client.set_terminated(rid)
     return rid
+
+
+def mark_failed(client, run_id: str, log: Callable[[str], None] = print) -> None:
+    """FAILED unless the run already ended KILLED (stopped) or FINISHED; never raises (it runs
+    while an error is on its way out, which must not be replaced by the tracking server's)."""
+    try:
+        status = client.get_run(run_id).info.status
+    except Exception as exc:  # noqa: BLE001  the server may be what failed
+        log(f"[ringbit] could not read the MLflow run's status ({type(exc).__name__}: {exc})")
+        status = None
+    if status in ("KILLED", "FINISHED"):
+        return
+    try:
+        client.set_terminated(run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001
+        log(f"[ringbit] could not mark the MLflow run FAILED ({type(exc).__name__}: {exc})")

@@ -47,7 +47,7 @@ class Client:
 @pytest.mark.parametrize("status, expected", [("RUNNING", "FAILED"), ("KILLED", "KILLED"),
                                               ("FINISHED", "FINISHED"), ("FAILED", "FAILED")])
 def test_a_failure_marks_failed_but_keeps_killed_and_finished(status, expected):
-    from ringbit.train.driver import mark_failed
+    from ringbit.tracking import mark_failed
 
     client = Client(status)
     mark_failed(client, "run", log=lambda line: None)
@@ -55,7 +55,7 @@ def test_a_failure_marks_failed_but_keeps_killed_and_finished(status, expected):
 
 
 def test_the_failure_path_never_raises():
-    from ringbit.train.driver import mark_failed
+    from ringbit.tracking import mark_failed
 
     lines = []
     client = Client("RUNNING", fail_get=True)

@@ -36,8 +36,8 @@ def mlflow_run(experiment: str, name: str, params: dict[str, Any], tracking_uri:
     previous = signal.signal(signal.SIGTERM, killed) if in_main else None
     try:
         yield client, run_id
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException:  # FAILED, unless the SIGTERM handler has just marked it KILLED
+        tracking.mark_failed(client, run_id, log)
         raise
     else:
         client.set_terminated(run_id, "FINISHED")

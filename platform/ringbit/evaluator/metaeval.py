@@ -264,7 +264,7 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
             client.log_artifact(rid, str(png))
             client.log_artifact(rid, str(preds))
     except BaseException:
-        client.set_terminated(rid, "FAILED")
+        tracking.mark_failed(client, rid)
         raise
     client.set_terminated(rid)
     return {**stats, "mlflow_run": rid}

@@ -36,6 +36,10 @@ _lock = threading.Lock()
 def _compile(verbose: bool):
     from torch.utils.cpp_extension import load
 
+    from ringbit.extensions import clear_stale_build_locks
+
+    clear_stale_build_locks(log=lambda line: warnings.warn(line, stacklevel=3))
+
     return load(name=_NAME, sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
                 extra_ldflags=_LDFLAGS, verbose=verbose)
 

@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ringbit.tracking import mark_failed
 from ringbit.train.config import WorkersConfig
 from ringbit.train.resources import placement_note
 
-TERMINAL = ("KILLED", "FINISHED")  # what the error path leaves as it is
 
 
 def ensure_ray() -> None:
@@ -30,22 +30,6 @@ def ensure_ray() -> None:
 def default_storage(workers: WorkersConfig, home: Path) -> Path:
     """Ray Train's checkpoint storage: workers.storage_path, else <ringbit home>/runs."""
     return Path(workers.storage_path or home / "runs").expanduser().resolve()
-
-
-def mark_failed(client, run_id: str, log: Callable[[str], None] = print) -> None:
-    """FAILED unless the run already ended KILLED (stopped) or FINISHED; never raises (it runs
-    while an error is on its way out, which must not be replaced by the tracking server's)."""
-    try:
-        status = client.get_run(run_id).info.status
-    except Exception as exc:  # noqa: BLE001  the server may be what failed
-        log(f"[ringbit] could not read the MLflow run's status ({type(exc).__name__}: {exc})")
-        status = None
-    if status in TERMINAL:
-        return
-    try:
-        client.set_terminated(run_id, "FAILED")
-    except Exception as exc:  # noqa: BLE001
-        log(f"[ringbit] could not mark the MLflow run FAILED ({type(exc).__name__}: {exc})")
 
 
 def fit_on_ray(loop_fn: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, name: str,

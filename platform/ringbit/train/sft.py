@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,9 +75,11 @@ def prepare_pairs(kind: str, cfg: SFTConfig, base_dir: Path, out_dir: Path,
     data = dict(zip(("train_ids", "train_labels"), to_tensors(train, pad)))
     data.update(zip(("val_ids", "val_labels"), to_tensors(val, pad)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # A unique name per writer, then an atomic rename: a crashed preparation leaves no half file,
+    # and two jobs preparing the same data at once do not write into one temporary file.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     torch.save(data, tmp)
-    tmp.rename(path)  # atomic: a crashed preparation leaves no half file behind
+    tmp.replace(path)
     dropped = len(train_pairs) + len(val_pairs) - len(train) - len(val)
     log(f"[ringbit] data: {len(train)} train / {len(val)} val examples "
         f"({dropped} longer than {cfg.max_seq_len} tokens dropped); completions end with "
@@ -129,7 +132,7 @@ def run_sft_training(config: dict[str, Any], launcher) -> None:
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             print(f"[ringbit] lora r={cfg.lora.r} alpha={cfg.lora.alpha:g}: {wrapped} projections, "
                   f"{trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters trained", flush=True)
-    data = torch.load(config["data_path"])
+    data = torch.load(config["data_path"], weights_only=True)  # tensors only: never unpickle code
     engine, _, scheduler = build_engine(model, cfg.train, cfg.deepspeed, device, data_parallel=world)
     start = load_checkpoint(engine, launcher)
     buffer = metric_buffer(config, rank)

@@ -69,6 +69,10 @@ def build_engine(model: torch.nn.Module, train: TrainConfig, ds: DeepSpeedConfig
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
     import deepspeed
 
+    from ringbit.extensions import clear_stale_build_locks
+
+    clear_stale_build_locks()  # DeepSpeed's CPU op is loaded (or built) under a file lock
+
     optimizer, scheduler = build_optimizer(model, train)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
