@@ -115,6 +115,7 @@ def test_streaming_completion_and_chat(served):
     ("/v1/completions", {"prompt": "word " * 200, "max_tokens": 8}, "prompt"),
     ("/v1/chat/completions", {"messages": []}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+    ("/v1/completions", {"prompt": "x", "seed": 2**70}, "seed"),  # once a 500 for its whole batch
 ])
 def test_bad_requests_are_422_naming_the_field(served, path, body, param):
     _, url, _ = served

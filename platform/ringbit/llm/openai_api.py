@@ -10,6 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Bounds on what one request may ask for (checked before any tokenization): the largest context
+# served is 8192 tokens, a few characters each, so longer text can only be refused later anyway.
+MAX_PROMPT_CHARS = 100_000
+MAX_STOP_CHARS = 64
+MAX_MESSAGES = 256
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
@@ -21,13 +28,16 @@ class _Request(BaseModel):
     n: int = Field(1, ge=1, le=1, description="Only n = 1 is served.")
     stream: bool = Field(False, description="Server-sent events, OpenAI chunk format.")
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings (not returned).")
-    seed: int | None = Field(None, description="Makes sampling reproducible.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes sampling reproducible (0 to 2**63-1).")
 
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v):
-        if isinstance(v, list) and len(v) > 4:
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > 4:
             raise ValueError("at most 4 stop strings")
+        if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
         return v
 
     @property
@@ -48,6 +58,8 @@ class CompletionRequest(_Request):
             raise ValueError("prompt must be a non-empty string or a non-empty list of them")
         if len(prompts) > 32:
             raise ValueError("at most 32 prompts per request")
+        if any(len(p) > MAX_PROMPT_CHARS for p in prompts):
+            raise ValueError(f"a prompt has at most {MAX_PROMPT_CHARS:,} characters")
         return v
 
     @property
@@ -57,11 +69,19 @@ class CompletionRequest(_Request):
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
+    content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
 
 
 class ChatCompletionRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES,
+                                        description="The conversation so far.")
+
+    @field_validator("messages")
+    @classmethod
+    def _total_length(cls, v):
+        if sum(len(m.content) for m in v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the messages have at most {MAX_PROMPT_CHARS:,} characters in all")
+        return v
 
 
 def _id(prefix: str) -> str:
