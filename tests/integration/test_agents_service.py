@@ -150,7 +150,11 @@ def test_bad_input_is_422_naming_the_field(served):
              ("react/runs", {"question": "   "}, "question"),
              ("react/runs", {}, "question"),
              ("memwalker/queries", {"document": "", "question": "where?"}, "document"),
-             ("memwalker/queries", {"document": "text", "question": "q", "fanout": 1}, "fanout")]
+             ("memwalker/queries", {"document": "text", "question": "q", "fanout": 1}, "fanout"),
+             ("memwalker/queries", {"document": "text", "question": "q", "segment_words": 6001}, "segment_words"),
+             # 50,000 words at 20 a segment: 2,500 leaf summaries, each an LLM call (at most 2,000)
+             ("memwalker/queries", {"document": "word " * 50_000, "question": "q", "segment_words": 20},
+              "segment_words")]
     for path, body, field in cases:
         r = requests.post(f"{url}/v1/agents/{path}", json=body, timeout=30)
         assert r.status_code == 422, (path, body, r.text)
@@ -159,6 +163,8 @@ def test_bad_input_is_422_naming_the_field(served):
     if CHROMIUM:
         r = requests.post(f"{url}/v1/agents/computer/episodes", json={"task": "click-buton"}, timeout=30)
         assert "click-button" in r.json()["error"]["message"]  # the close match is suggested
+    too_many = requests.get(f"{url}/v1/agents/runs", params={"limit": 100_000}, timeout=30)
+    assert too_many.status_code == 422 and too_many.json()["error"]["param"].endswith("limit"), too_many.text
     missing = requests.get(f"{url}/v1/agents/react/runs/nope", timeout=30)
     assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
 

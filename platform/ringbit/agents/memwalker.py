@@ -57,12 +57,17 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _hard_split(sentence: str, max_len: int, count: CountFn) -> list[str]:
+def _hard_split(sentence: str, max_len: int, count: CountFn | None) -> list[str]:
     """Split one over-long sentence on word boundaries (a single word longer than the bound under
-    a tokenizer stays whole: there is no boundary left to cut on)."""
+    a tokenizer stays whole: there is no boundary left to cut on). Whitespace words (count None)
+    are cut in runs of `max_len` directly: linear, where re-counting the growing piece after every
+    word was quadratic (minutes for a long unpunctuated text)."""
+    words = sentence.split()
+    if count is None:
+        return [" ".join(words[i:i + max_len]) for i in range(0, len(words), max_len)]
     pieces: list[str] = []
     current: list[str] = []
-    for word in sentence.split():
+    for word in words:
         if current and count(" ".join(current + [word])) > max_len:
             pieces.append(" ".join(current))
             current = []
@@ -72,8 +77,9 @@ def _hard_split(sentence: str, max_len: int, count: CountFn) -> list[str]:
     return pieces
 
 
-def _units(text: str, max_len: int, count: CountFn) -> list[tuple[str, bool]]:
+def _units(text: str, max_len: int, count: CountFn | None) -> list[tuple[str, bool]]:
     """(sentence, starts_paragraph) units, each within the bound when possible."""
+    count_fn = count or _words
     units: list[tuple[str, bool]] = []
     for para in _PARAGRAPH.split(text.strip()):
         para = " ".join(para.split())
@@ -81,7 +87,7 @@ def _units(text: str, max_len: int, count: CountFn) -> list[tuple[str, bool]]:
             continue
         first = True
         for sent in _SENTENCE_END.split(para):
-            pieces = [sent] if count(sent) <= max_len else _hard_split(sent, max_len, count)
+            pieces = [sent] if count_fn(sent) <= max_len else _hard_split(sent, max_len, count)
             for piece in pieces:
                 units.append((piece, first))
                 first = False
@@ -99,21 +105,41 @@ def segment(text: str, max_words: int = 1000, count: CountFn | None = None) -> l
         raise ValueError("segment: the document is empty; pass the long text to read")
     if max_words < 1:
         raise ValueError(f"segment: max_words must be >= 1, got {max_words}")
-    count_fn = count or _words
+    units = _units(text, max_words, count)
+    if count is None:
+        return _pack_words(units, max_words)
     segments: list[str] = []
     current = ""
-    current_len = 0
-    for sent, new_para in _units(text, max_words, count_fn):
+    for sent, new_para in units:
         sep = "\n\n" if new_para else " "
         candidate = f"{current}{sep}{sent}" if current else sent
-        # Whitespace words are additive; a tokenizer is re-run on the joined text to stay exact.
-        cand_len = current_len + _words(sent) if count is None else count_fn(candidate)
-        if current and cand_len > max_words:
+        # A tokenizer is re-run on the joined text to stay exact (its counts are not additive).
+        if current and count(candidate) > max_words:
             segments.append(current)
-            candidate, cand_len = sent, count_fn(sent)
-        current, current_len = candidate, cand_len
+            candidate = sent
+        current = candidate
     if current:
         segments.append(current)
+    return segments
+
+
+def _pack_words(units: list[tuple[str, bool]], max_words: int) -> list[str]:
+    """Whitespace words add up: pack units into segments keeping parts in a list (linear; growing
+    one string by concatenation copied it for every sentence)."""
+    segments: list[str] = []
+    parts: list[str] = []
+    n = 0
+    for sent, new_para in units:
+        k = _words(sent)
+        if parts and n + k > max_words:
+            segments.append("".join(parts))
+            parts, n = [], 0
+        if parts:
+            parts.append("\n\n" if new_para else " ")
+        parts.append(sent)
+        n += k
+    if parts:
+        segments.append("".join(parts))
     return segments
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
@@ -58,12 +59,21 @@ class ReactRunRequest(BaseModel):
         return _not_blank(value)
 
 
+# One query's work is bounded: a leaf must fit one LLM call (the largest context served is 8192
+# tokens), and the tree of a document has at most MAX_LEAVES leaves (each one LLM call, plus about
+# a third as many again for the summaries above them).
+MAX_SEGMENT_WORDS = 6000
+MAX_LEAVES = 2000
+MAX_RUNS_LISTED = 500
+
+
 class MemWalkerQueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document: str = Field(min_length=1, description="The long text to read.")
     question: str = Field(min_length=1, max_length=4000, description="What to find in it.")
-    segment_words: int = Field(300, ge=20, le=100_000, description="Words per leaf segment.")
+    segment_words: int = Field(300, ge=20, le=MAX_SEGMENT_WORDS,
+                               description="Words per leaf segment (each is summarised in one LLM call).")
     fanout: int = Field(4, ge=2, le=16, description="Children per summary node.")
     max_steps: int = Field(12, ge=1, le=200, description="Navigation steps before giving up.")
 
@@ -359,6 +369,12 @@ class AgentsServer:
         if len(body.document) > self.max_document_chars:
             return unprocessable(f"{len(body.document)} characters exceed the limit of "
                                  f"{self.max_document_chars}", "document")
+        leaves = -(-len(body.document.split()) // body.segment_words)
+        if leaves > MAX_LEAVES:
+            need = -(-len(body.document.split()) // MAX_LEAVES)
+            return unprocessable(f"{body.segment_words} words per segment cut this document into {leaves:,} "
+                                 f"leaves, each an LLM call (at most {MAX_LEAVES:,}): use segment_words >= {need}",
+                                 "segment_words")
         if (down := self._llm_unavailable()) is not None:
             return down
 
@@ -390,7 +406,8 @@ class AgentsServer:
     # ---------------------------------------------------------------- listing
 
     @agents_api.get("/runs")
-    def list_runs(self, agent: str | None = None, limit: int = 50) -> dict[str, Any]:
+    def list_runs(self, agent: str | None = None,
+                  limit: int = Query(50, ge=1, le=MAX_RUNS_LISTED)) -> dict[str, Any]:
         runs = [r for r in self.runs.values() if agent in (None, r.agent)]
         return {"runs": [r.view(with_events=False) for r in runs[-limit:]]}
 
