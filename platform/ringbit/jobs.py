@@ -49,6 +49,29 @@ def resolve_job(client, id_or_name: str) -> str:
                      "as `ringbit jobs` lists them")
 
 
+def stop_all(address: str, timeout_s: float = 60.0, log=print) -> list[str]:
+    """Stop every pending or running job and wait (up to `timeout_s`) until each has ended: a
+    stopped job's driver marks its MLflow run KILLED, which needs MLflow still up. Returns the
+    submission ids stopped."""
+    from ray.job_submission import JobStatus
+
+    client = job_client(address)
+    active = [j.submission_id for j in client.list_jobs()
+              if j.submission_id and j.status in (JobStatus.PENDING, JobStatus.RUNNING)]
+    for job_id in active:
+        log(f"stopping job {job_id} …")
+        client.stop_job(job_id)
+    deadline = time.monotonic() + timeout_s
+    left = set(active)
+    while left and time.monotonic() < deadline:
+        left = {j for j in left if not client.get_job_status(j).is_terminal()}
+        if left:
+            time.sleep(0.5)
+    if left:
+        log(f"still stopping after {timeout_s:.0f} s: {', '.join(sorted(left))} (Ray will end them)")
+    return active
+
+
 def entrypoint(script: str, config: Path, overrides: list[str], python: str) -> str:
     try:
         rel = config.resolve().relative_to(REPO_ROOT)

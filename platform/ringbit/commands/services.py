@@ -25,10 +25,17 @@ def up() -> None:
 
 
 def down() -> None:
-    """Stop the services `ringbit up` started (nothing else)."""
+    """Stop the services `ringbit up` started (nothing else): running jobs first (their MLflow runs
+    end KILLED), then Ray, then MLflow."""
     from ringbit.services import down as stop
+    from ringbit.services import status as get_status
 
-    stopped = stop(settings())
+    current = settings()
+    if get_status(current)["ray"]["healthy"]:
+        from ringbit.jobs import stop_all
+
+        stop_all(current.dashboard_url, log=typer.echo)
+    stopped = stop(current)
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
