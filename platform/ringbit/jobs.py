@@ -171,15 +171,19 @@ def _tail(address: str, job_id: str, log_file: Path, on_line, display, retry_s: 
     return str(status.value if hasattr(status, "value") else status)
 
 
-def follow(address: str, job_id: str, log_file: Path, verbose: bool = False) -> str:
-    """A progress bar for training steps; ringbit lines printed; everything saved to log_file."""
+TRAIN_INFO = ("train_loss", "val_ppl", "tokens_per_s")
+
+
+def follow(address: str, job_id: str, log_file: Path, verbose: bool = False, unit: str = "train steps") -> str:
+    """A progress bar of `unit` (train steps, questions, episodes) with the latest values beside
+    it; ringbit lines printed; everything saved to log_file."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    columns = [TextColumn(f"[bold]{unit}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}")]
     progress = Progress(*columns, console=Console(stderr=False), transient=False)
-    task = progress.add_task("train", total=None, info="starting…")
+    task = progress.add_task(unit, total=None, info="starting…")
     seen: dict[str, float] = {}
 
     def on_line(line: str) -> None:
@@ -187,7 +191,8 @@ def follow(address: str, job_id: str, log_file: Path, verbose: bool = False) -> 
         if parsed:
             step, total, values = parsed
             seen.update(values)
-            info = "  ".join(f"{k}={seen[k]:.4g}" for k in ("train_loss", "val_ppl", "tokens_per_s") if k in seen)
+            keys = [k for k in TRAIN_INFO if k in seen] or list(seen)  # an evaluation's running scores
+            info = "  ".join(f"{k}={seen[k]:.4g}" for k in keys)
             progress.update(task, completed=step, total=total, info=info)
         elif verbose or "[ringbit]" in line:
             progress.console.print(line.split("[ringbit] ", 1)[-1] if "[ringbit]" in line else line,

@@ -32,6 +32,7 @@ class Workflow:
     run: str
     description: str
     preflight: Callable[[Any], Any] | None = None
+    unit: str = "train steps"  # what its progress lines count (the CLI's progress bar label)
 
     def runner(self) -> Callable[[Any], Any]:
         """The `run` function, imported now (it brings the workflow's runtime: torch, Ray, ...)."""
@@ -58,13 +59,13 @@ WORKFLOWS: dict[str, Workflow] = {
     "eval-computer": Workflow(ComputerEvalConfig, "jobs/eval_computer_agent.py",
                               "ringbit.agents.evaluation:run_computer_eval",
                               "evaluate the computer-control agent on MiniWoB++.",
-                              preflight=with_resolved_tasks),
+                              preflight=with_resolved_tasks, unit="episodes"),
     "eval-react": Workflow(ReactEvalConfig, "jobs/eval_react_agent.py",
                            "ringbit.agents.evaluation:run_react_eval",
-                           "evaluate a ReAct agent on HotpotQA questions."),
+                           "evaluate a ReAct agent on HotpotQA questions.", unit="questions"),
     "eval-memwalker": Workflow(MemWalkerEvalConfig, "jobs/eval_memwalker.py",
                                "ringbit.agents.evaluation:run_memwalker_eval",
-                               "evaluate MemWalker on synthetic long documents."),
+                               "evaluate MemWalker on synthetic long documents.", unit="questions"),
 }
 
 

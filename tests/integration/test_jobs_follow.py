@@ -135,3 +135,26 @@ def test_follow_gives_up_with_a_message_when_the_dashboard_stays_away(tmp_path):
         _tail(f"http://127.0.0.1:{free_port()}", "raysubmit_x", tmp_path / "x.log", lambda line: None,
               NoDisplay(), retry_s=0.2, give_up_after_s=1.0)
     assert time.monotonic() - start < 30
+
+
+def test_the_progress_bar_counts_what_the_job_counts(dashboard, tmp_path, capsys):
+    """An evaluation's bar says `questions` and shows its running scores (it said `train`)."""
+    from ringbit.jobs import follow, job_client
+
+    address = f"http://{dashboard[0]}:{dashboard[1]}"
+    script = tmp_path / "progress.py"
+    script.write_text("for i in range(1, 6):\n"
+                      "    print(f'[ringbit] step={i}/5 em={i / 10:.4g}', flush=True)\n")
+    client, deadline = job_client(address), time.monotonic() + 120
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=f"{sys.executable} {script}")
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    assert follow(address, job_id, tmp_path / "job.log", unit="questions") == "SUCCEEDED"
+    shown = capsys.readouterr().out
+    assert "questions" in shown and "5/5" in shown and "em=0.5" in shown, shown
+    assert "train" not in shown, shown

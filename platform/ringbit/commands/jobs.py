@@ -81,8 +81,11 @@ def submit_job(opts: SubmitOptions) -> None:
         record.write_text(json.dumps({"config": str(config.resolve()), "overrides": overrides}))
     if not opts.follow_logs:
         return
-    show = jobs.follow_sweep if workflow == "sweep" else jobs.follow
-    final = show(address(opts.address), job_id, platform.home / "logs" / f"{job_id}.log", opts.verbose)
+    log_file = platform.home / "logs" / f"{job_id}.log"
+    if workflow == "sweep":
+        final = jobs.follow_sweep(address(opts.address), job_id, log_file, opts.verbose)
+    else:
+        final = jobs.follow(address(opts.address), job_id, log_file, opts.verbose, unit=WORKFLOWS[workflow].unit)
     typer.echo(f"job {job_id}: {final}")
     if final not in ("SUCCEEDED", "DETACHED"):
         raise typer.Exit(1)
@@ -184,7 +187,9 @@ def logs(
     client = jobs.job_client(_address(address))
     job_id = _job_id(client, job)
     if follow_logs:
-        jobs.follow(_address(address), job_id, settings().home / "logs" / f"{job_id}.log", verbose=True)
+        entry = client.get_job_info(job_id).entrypoint or ""
+        unit = next((w.unit for w in WORKFLOWS.values() if w.script in entry), "train steps")
+        jobs.follow(_address(address), job_id, settings().home / "logs" / f"{job_id}.log", verbose=True, unit=unit)
     else:
         typer.echo(client.get_job_logs(job_id), nl=False)
 
