@@ -88,5 +88,11 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    WORKFLOWS[workflow].runner()(cfg)
+    from ringbit.train.resources import PlacementTimeout
+
+    try:
+        WORKFLOWS[workflow].runner()(cfg)
+    except PlacementTimeout as exc:  # the message is the whole story: no traceback
+        print(f"[ringbit] error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

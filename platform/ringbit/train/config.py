@@ -106,6 +106,9 @@ class WorkersConfig(StrictModel):
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); False = CPU with gloo.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per worker.")
     max_failures: int = Field(1, ge=0, description="Worker-group restarts before the run fails.")
+    placement_timeout_s: float = Field(
+        300.0, ge=0, description="Seconds to wait for the workers' resources before the job fails "
+        "with the shortfall (0 = wait forever, e.g. for an autoscaler to add nodes).")
     storage_path: str | None = Field(
         None, description="Ray Train checkpoint storage; None = <ringbit home>/runs."
     )

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ringbit.tracking import mark_failed
 from ringbit.train.config import WorkersConfig
-from ringbit.train.resources import placement_note
+from ringbit.train.resources import placement_note, wait_for_placement
 
 
 
@@ -82,6 +82,8 @@ def fit_on_ray(loop_fn: Callable[[dict[str, Any]], None], loop_config: dict[str,
         note = note_placement and placement_note(workers.num_workers, workers.cpus_per_worker, workers.use_gpu)
         if note:
             log(f"[ringbit] note: {note}")
+            wait_for_placement(workers.num_workers, workers.cpus_per_worker, workers.use_gpu,
+                               workers.placement_timeout_s)
         if announce:
             log(announce)
         result = trainer.fit()
