@@ -95,29 +95,85 @@ def ray_submission_id() -> str | None:
 
 
 class MetricBuffer:
-    """Step metrics sent in batches; on resume, steps the run already has are not sent again.
+    """Step metrics sent in batches; on resume, steps the run already has are not sent again; an
+    unreachable tracking server never stops training.
 
     A resumed job re-runs the steps between its last checkpoint and the interruption. Their values
     were already logged (same data, same weights), so skipping them keeps the run's history one
-    continuous curve with each step exactly once.
+    continuous curve with each step exactly once. While the server cannot be reached, metrics stay
+    here and every later flush tries again (`close` retries with backoff at the end); what the run
+    already has is read at the first contact, so a worker restarted during an outage still logs
+    each step once.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, key: str = "train_loss") -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, key: str = "train_loss", log=print) -> None:
+        self.client, self.run_id, self.key, self.log = client, run_id, key, log
         self.pending: list[Metric] = []
-        history = client.get_metric_history(run_id, key)
-        self.logged_through = max((m.step for m in history), default=0)
+        self.start: list[Metric] = []  # step-0 metrics, sent once per run
+        self.logged_through: int | None = None  # the run's last logged step, once known
+        self.failing_since: float | None = None
+        try:
+            self._contact()
+        except Exception as exc:  # noqa: BLE001  the server may be down right now
+            self._failed(exc)
+
+    def _contact(self) -> None:
+        if self.logged_through is None:
+            history = self.client.get_metric_history(self.run_id, self.key)
+            self.logged_through = max((m.step for m in history), default=0)
+            self.pending = [m for m in self.pending if m.step > self.logged_through]
+        if self.start:
+            if not any(m.step == 0 for m in self.client.get_metric_history(self.run_id, self.start[0].key)):
+                self.client.log_batch(self.run_id, metrics=self.start)
+            self.start = []
+
+    def _failed(self, exc: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            self.log(f"[ringbit] MLflow unreachable ({type(exc).__name__}); training goes on, "
+                     "metrics are kept and sent when it answers again")
+
+    def add_start(self, **values: float) -> None:
+        """Metrics at step 0 (where a pretrained model starts): once per run, so a job restarted
+        before its first checkpoint does not log its start twice."""
+        ts = int(time.time() * 1000)
+        self.start = [Metric(k, float(v), ts, 0) for k, v in values.items()]
 
     def add(self, step: int, **values: float) -> None:
-        if step <= self.logged_through:
+        if self.logged_through is not None and step <= self.logged_through:
             return
         ts = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), ts, step) for k, v in values.items())
 
-    def flush(self) -> None:
-        for i in range(0, len(self.pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self.pending[i : i + 1000])
-        self.pending = []
+    def flush(self) -> bool:
+        """Send what is pending; True when all of it is in MLflow, False (kept) when the server
+        could not be reached."""
+        try:
+            self._contact()
+            while self.pending:
+                self.client.log_batch(self.run_id, metrics=self.pending[:1000])
+                del self.pending[:1000]
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
+            return False
+        if self.failing_since is not None:
+            self.log(f"[ringbit] MLflow answers again after {time.monotonic() - self.failing_since:.0f} s; "
+                     "the kept metrics are logged")
+            self.failing_since = None
+        return True
+
+    def close(self, timeout_s: float = 300.0) -> bool:
+        """The last flush, retried with backoff for up to `timeout_s`; False if metrics were lost
+        (said in the log)."""
+        deadline, delay = time.monotonic() + timeout_s, 1.0
+        while not self.flush():
+            if time.monotonic() + delay > deadline:
+                self.log(f"[ringbit] MLflow unreachable for {timeout_s:.0f} s at the end: "
+                         f"{len(self.pending) + len(self.start)} metric values were not logged")
+                return False
+            time.sleep(delay)
+            delay = min(2 * delay, 30.0)
+        return True
 
 
 def run_url(tracking_uri: str, client: MlflowClient, run_id: str) -> str:

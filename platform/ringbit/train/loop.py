@@ -27,7 +27,7 @@ from ringbit.train.engine import apply_weight_decay_schedule
 from ringbit.train.perplexity import all_reduce_sums, perplexity
 from ringbit.train.progress import format_progress
 from ringbit.train.worker import (  # noqa: F401  (Launcher: benchmarks/ray_overhead.py imports it here)
-    IGNORE, Launcher, all_reduce, build_engine, load_checkpoint, log_step_zero,
+    IGNORE, Launcher, all_reduce, build_engine, load_checkpoint,
     metric_buffer, peak_memory_mb, ray_launcher, save_checkpoint,
 )
 
@@ -101,7 +101,8 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
         first: dict[str, float] = {}
         first["val_loss"], first["val_ppl"] = evaluate(engine, val_rows, sp, cfg, device)
         if buffer:
-            log_step_zero(buffer.client, buffer.run_id, first)
+            buffer.add_start(**first)
+            buffer.flush()
         if rank == 0:
             print(format_progress(0, t.max_steps, first, note=f"({time.perf_counter() - began:.1f} s)"),
                   flush=True)
@@ -143,5 +144,7 @@ def run_training(config: dict[str, Any], launcher: Launcher) -> None:
                             write_model=write_model if done == t.max_steps else None)
         elif is_eval:
             launcher.report({**metrics, "step": done}, None)
+    if buffer:
+        buffer.close()  # what an MLflow outage kept back, retried with backoff
     if rank == 0 and config.get("step_log_path"):
         Path(config["step_log_path"]).write_text(json.dumps(step_log))

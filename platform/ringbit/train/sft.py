@@ -108,7 +108,7 @@ def run_sft_training(config: dict[str, Any], launcher) -> None:
     from ringbit.models.io import load_weights, read_model_meta, save_model_dir
     from ringbit.train.perplexity import perplexity
     from ringbit.train.progress import format_progress
-    from ringbit.train.worker import (all_reduce, build_engine, load_checkpoint, log_step_zero,
+    from ringbit.train.worker import (all_reduce, build_engine, load_checkpoint,
                                       metric_buffer, peak_memory_mb, save_checkpoint)
 
     # Only the shared fields matter here; each workflow's `data` section was consumed before.
@@ -166,7 +166,8 @@ def run_sft_training(config: dict[str, Any], launcher) -> None:
     if start == 0 and t.eval_at_start:  # the base model on the held-out completions
         first = dict(zip(("val_loss", "val_ppl"), validate()))
         if buffer:
-            log_step_zero(buffer.client, buffer.run_id, first)
+            buffer.add_start(**first)
+            buffer.flush()
         if rank == 0:
             print(format_progress(0, t.max_steps, first), flush=True)
         launcher.report({**first, "step": 0}, None)
@@ -200,6 +201,8 @@ def run_sft_training(config: dict[str, Any], launcher) -> None:
                             write_model=write_model if done == t.max_steps else None)
         elif is_eval:
             launcher.report({**metrics, "step": done}, None)
+    if buffer:
+        buffer.close()  # what an MLflow outage kept back, retried with backoff
 
 
 def run_sft(cfg: SFTConfig, kind: str, make_pairs: Callable[[], tuple[Pairs, Pairs]], goal: str,

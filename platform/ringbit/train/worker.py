@@ -22,7 +22,7 @@ from ringbit.train.config import DeepSpeedConfig, TrainConfig
 from ringbit.train.engine import build_optimizer, deepspeed_config
 
 __all__ = ["CHECKPOINT_TAG", "IGNORE", "Launcher", "all_reduce", "build_engine", "full_state_dict",
-           "load_checkpoint", "log_step_zero", "metric_buffer", "peak_memory_mb", "ray_launcher",
+           "load_checkpoint", "metric_buffer", "peak_memory_mb", "ray_launcher",
            "save_checkpoint"]
 
 CHECKPOINT_TAG = "ckpt"  # DeepSpeed's tag inside every checkpoint folder
@@ -124,17 +124,6 @@ def metric_buffer(config: dict[str, Any], rank: int):
     from ringbit.tracking import MetricBuffer
 
     return MetricBuffer(MlflowClient(config["tracking_uri"]), config["run_id"])
-
-
-def log_step_zero(client, run_id: str, metrics: dict[str, float]) -> None:
-    """Metrics at step 0 (MetricBuffer only sends steps after what the run has): once per run,
-    so a job restarted before its first checkpoint does not log its start twice."""
-    from mlflow.entities import Metric
-
-    if any(m.step == 0 for m in client.get_metric_history(run_id, "val_ppl")):
-        return
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
 def peak_memory_mb(device: torch.device) -> float:
