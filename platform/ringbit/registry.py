@@ -15,6 +15,7 @@ import ctypes
 import gc
 import hashlib
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -66,8 +67,14 @@ def sha256_source(path: Path) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process's own memory so far: VmHWM. Not ru_maxrss: Linux
+    carries the parent's peak into a child across fork + exec, so a command run from a 2.2 GB
+    pytest process reported 2.2 GB whatever it used itself."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    except (OSError, AttributeError):  # not Linux: the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def release_freed_memory() -> None:
