@@ -62,6 +62,21 @@ class DroppingRelay:
         return len(doomed)
 
 
+def submit_script(address: str, script) -> str:
+    """Submit `python script`, retrying while a fresh head's job agent is not up yet ("No
+    available agent to submit job")."""
+    from ringbit.jobs import job_client
+
+    client, deadline = job_client(address), time.monotonic() + 120
+    while True:
+        try:
+            return client.submit_job(entrypoint=f"{sys.executable} {script}")
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def dashboard(platform, monkeypatch_module):
     """The Jobs API of a real `ringbit up` head on private ports (and its token)."""
@@ -78,22 +93,14 @@ def monkeypatch_module():
 
 
 def test_follow_survives_a_dropped_dashboard_connection(dashboard, tmp_path, capsys):
-    from ringbit.jobs import _tail, job_client
+    from ringbit.jobs import _tail
 
     relay = DroppingRelay(dashboard)
     address = f"http://127.0.0.1:{relay.port}"
     n = 40
     script = tmp_path / "lines.py"
     script.write_text(f"import time\nfor i in range({n}):\n    print(f'line {{i}}', flush=True)\n    time.sleep(0.1)\n")
-    client, deadline = job_client(address), time.monotonic() + 120
-    while True:  # a fresh head's job agent takes a moment: "No available agent to submit job"
-        try:
-            job_id = client.submit_job(entrypoint=f"{sys.executable} {script}")
-            break
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+    job_id = submit_script(address, script)
     seen: list[str] = []
     dropped: list[int] = []
 
@@ -139,21 +146,13 @@ def test_follow_gives_up_with_a_message_when_the_dashboard_stays_away(tmp_path):
 
 def test_the_progress_bar_counts_what_the_job_counts(dashboard, tmp_path, capsys):
     """An evaluation's bar says `questions` and shows its running scores (it said `train`)."""
-    from ringbit.jobs import follow, job_client
+    from ringbit.jobs import follow
 
     address = f"http://{dashboard[0]}:{dashboard[1]}"
     script = tmp_path / "progress.py"
     script.write_text("for i in range(1, 6):\n"
                       "    print(f'[ringbit] step={i}/5 em={i / 10:.4g}', flush=True)\n")
-    client, deadline = job_client(address), time.monotonic() + 120
-    while True:
-        try:
-            job_id = client.submit_job(entrypoint=f"{sys.executable} {script}")
-            break
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+    job_id = submit_script(address, script)
     assert follow(address, job_id, tmp_path / "job.log", unit="questions") == "SUCCEEDED"
     shown = capsys.readouterr().out
     assert "questions" in shown and "5/5" in shown and "em=0.5" in shown, shown
