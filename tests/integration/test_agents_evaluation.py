@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 
 from conftest import REPO, ringbit
@@ -72,6 +73,10 @@ def test_react_eval_job(served, fluent_mlflow):
     run = finished_run(client, "t-react")
     assert run.data.metrics["n"] == 3 and 0 <= run.data.metrics["em"] <= run.data.metrics["f1"] <= 1
     assert run.data.metrics["llm_calls"] >= 3
+    # the run names the endpoint and the model it asked (the config's llm.model was None)
+    asked = requests.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+    assert run.data.params["llm.url"] == url and run.data.params["llm.model"] == asked
+    assert run.data.tags["ringbit.llm_model"] == asked
     rows = artifact_rows(client, run.info.run_id, "predictions.jsonl")
     gold = json.loads(FIREACT.read_text())[:3]
     # Gold answers are the released trajectories' finish[] answers, in order.

@@ -102,19 +102,23 @@ def test_meta_evaluation_job_logs_correlations_and_a_scatter_plot(evaluator, pla
     ringbit("evaluator", "synth", "--out", str(data), "--n", "6", "--corpus", "builtin:python-topics",
             env=env, check=True)
     proc = ringbit("evaluator", "meta-eval", "--data", str(data), "--evaluator-url", evaluator,
-                   "--batch", "3", "--json", env={**env, "MLFLOW_TRACKING_URI": url}, timeout=600)
+                   "--batch", "3", "--sample", "5", "--seed", "3", "--json",
+                   env={**env, "MLFLOW_TRACKING_URI": url}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     import json
 
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["n"] == 6
+    assert result["n"] == 5
     run = client.get_run(result["mlflow_run"])
-    assert run.info.status == "FINISHED" and run.data.params["segments"] == "6"
+    assert run.info.status == "FINISHED" and run.data.params["segments"] == "5"
+    assert (run.data.params["sample"], run.data.params["seed"]) == ("5", "3")
     assert {"kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed"} <= set(run.data.metrics)
     assert run.data.metrics["parse_rate"] == result["parse_rate"] and 0 <= result["parse_rate"] <= 1
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"scatter.png", "predictions.jsonl"}
     bad = ringbit("evaluator", "meta-eval", "--data", str(tmp_path / "none.tsv"), env=env)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+    one = ringbit("evaluator", "meta-eval", "--data", str(data), "--sample", "1", env=env)
+    assert one.returncode == 2 and "--sample 1" in one.stderr and "Traceback" not in one.stderr
 
 
 def test_a_model_too_small_for_the_settings_is_refused_at_deploy_with_the_fix(platform, evaluator, tmp_path):

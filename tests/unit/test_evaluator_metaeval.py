@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ringbit.evaluator.metaeval import Segment, correlations, read_segments
+from ringbit.evaluator.metaeval import Segment, correlations, read_gold, read_segments
 from ringbit.evaluator.synthetic import make_examples, write_jsonl
 
 
@@ -113,3 +113,21 @@ def test_sentence_bleu_on_wmt22_zhen_matches_the_independent_measurement():
     out = agreement(string_metric_results(segments, "bleu"), [s.gold for s in segments],
                     [s.system for s in segments])
     assert out["kendall_tau"] == pytest.approx(0.206, abs=5e-4)
+
+
+def test_a_sample_is_drawn_across_the_file_in_file_order_and_repeats_with_its_seed(tmp_path):
+    """--sample draws from the whole file (a WMT file sorted by system keeps both systems, which
+    --limit would not) and the same seed gives every metric the same segments."""
+    tsv = tmp_path / "gold.tsv"
+    rows = [f"{'A' if i < 50 else 'B'}\tref {i}\tcand {i}\t{-i}" for i in range(100)]
+    tsv.write_text("system\treference\tcandidate\tmqm\n" + "\n".join(rows) + "\n")
+    first = read_gold(tsv, sample=20, seed=7)
+    again = read_gold(tsv, sample=20, seed=7)
+    other = read_gold(tsv, sample=20, seed=8)
+    assert len(first) == 20 and [s.reference for s in first] == [s.reference for s in again]
+    assert [s.reference for s in first] != [s.reference for s in other]
+    order = [int(s.reference.split()[1]) for s in first]
+    assert order == sorted(order) and len(set(order)) == 20
+    assert {s.system for s in first} == {"A", "B"}
+    assert {s.system for s in read_gold(tsv, limit=20)} == {"A"}
+    assert len(read_gold(tsv, sample=500)) == 100  # a sample larger than the file is the file

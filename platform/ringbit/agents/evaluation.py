@@ -51,6 +51,12 @@ def _check_llm(cfg) -> dict[str, Any]:
 MIN_AGENT_CONTEXT = 512
 
 
+def _params(cfg, llm: dict[str, Any]) -> dict[str, Any]:
+    """The run's params: its config with the LLM it actually asked (the endpoint's URL and model,
+    not the config's None defaults), so a table of runs can say which model each row measured."""
+    return flatten({**cfg.model_dump(mode="json"), "llm": llm})
+
+
 def _run_parallel(items: list, workers: int, llm_cfg, work: Callable[[Any, Any], dict[str, Any]],
                   scores: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """work(item, llm) -> row for every item on `workers` threads, each item with its own AgentLLM;
@@ -154,7 +160,7 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
                  "episode_max_s": cfg.episode_max_s}
                 for t in cfg.tasks for s in cfg.seeds]
     name = _name(cfg, "computer")
-    with mlflow_run(cfg.mlflow.experiment, name, flatten(cfg.model_dump(mode="json")),
+    with mlflow_run(cfg.mlflow.experiment, name, _params(cfg, llm),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "computer"}, log=log) as (client, run_id):
         log(f"[ringbit] {len(episodes)} episodes ({len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
             f"up to {cfg.trials} trials) on {cfg.browsers} browsers, LLM {llm['url']} ({llm['model']})")
@@ -263,8 +269,10 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
     if not examples:
         raise ValueError(f"no questions with answers in {cfg.questions}")
     tools = react_tools(cfg)
-    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), flatten(cfg.model_dump(mode="json")),
-                    cfg.mlflow.tracking_uri, {"ringbit.agent": "react"}, log=log) as (client, run_id):
+    # the model asked, as a tag too: `ringbit agents table react` names each row's model from it
+    tags = {"ringbit.agent": "react", "ringbit.llm_model": llm_cfg.model or llm_cfg.url}
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), _params(cfg, llm_cfg.model_dump(mode="json")),
+                    cfg.mlflow.tracking_uri, tags, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} questions, {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
         began = time.perf_counter()
 
@@ -330,7 +338,7 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
     ensure_client_env()
     llm_cfg = AgentLLMConfig(**_check_llm(cfg))
     examples = make_eval_set(cfg.n_docs, cfg.n_words, cfg.seed)
-    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), flatten(cfg.model_dump(mode="json")),
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), _params(cfg, llm_cfg.model_dump(mode="json")),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "memwalker"}, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} documents of {cfg.n_words} words, {cfg.workers} in parallel, "
             f"LLM {llm_cfg.url} ({llm_cfg.model})")

@@ -49,6 +49,8 @@ def evaluator_meta_eval(
     data: Annotated[Path, typer.Option(help="Gold segments: synthetic .jsonl or a human-score .tsv with a header naming reference, candidate and score (or mqm), optionally system, source, task (e.g. ../shared/wmt22-zhen-mqm/dev.tsv).")],
     evaluator_url: Annotated[str, typer.Option(help="The evaluator service, e.g. http://127.0.0.1:8000.")] = "http://127.0.0.1:8000",
     limit: Annotated[Optional[int], typer.Option(help="Use the first N segments.")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Use N segments drawn at random (same --seed, same segments for every metric; drawn across the whole file, so every system of the WMT file is in it). For a quick figure on a slow evaluator.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     batch: Annotated[int, typer.Option(help="Items per request (at most the evaluator's max_items).")] = 8,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "ringbit-evaluator",
     mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow URI (default: the local platform's).")] = None,
@@ -64,14 +66,19 @@ def evaluator_meta_eval(
 
     if metric not in ("evaluator", *STRING_METRICS):
         raise fail(f"--metric {metric!r}: choose evaluator, {', '.join(STRING_METRICS)}", 2)
+    if sample is not None and sample < 2:
+        raise fail(f"--sample {sample}: need at least 2 segments for a correlation", 2)
     try:
-        segments = read_gold(data, limit)
+        segments = read_gold(data, limit, sample, seed)
     except ValueError as exc:
         raise fail(f"--data {data}: {exc}", 2) from None
+    selection = {k: v for k, v in (("limit", limit), ("sample", sample)) if v is not None}
+    if sample is not None:
+        selection["seed"] = seed
     with tqdm(total=len(segments), unit="seg", desc=f"meta-eval {metric}", disable=as_json) as bar:
         try:
             result = run_meta_eval(segments, evaluator_url, data, batch, experiment, mlflow_uri, bar.update,
-                                   metric=metric)
+                                   metric=metric, selection=selection)
         except ScoringError as exc:
             raise fail(f"--evaluator-url {evaluator_url}: {exc}") from None
     if as_json:

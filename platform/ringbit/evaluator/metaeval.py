@@ -194,9 +194,14 @@ class ScoringError(RuntimeError):
     """The evaluator service could not score the segments (unreachable, an error answer)."""
 
 
-def read_gold(path: str | Path, limit: int | None = None) -> list[Segment]:
-    """The first `limit` gold segments of `path`; ValueError if it is missing, malformed or holds
+def read_gold(path: str | Path, limit: int | None = None, sample: int | None = None,
+              seed: int = 0) -> list[Segment]:
+    """The first `limit` gold segments of `path`, or `sample` of them drawn at random with `seed`
+    (kept in file order; the same seed draws the same segments for every metric, from the whole
+    file rather than its first system); ValueError if it is missing, malformed or holds
     fewer than 2 (no correlation to compute)."""
+    import random
+
     path = Path(path)
     if not path.is_file():
         raise ValueError("no such file")
@@ -204,6 +209,9 @@ def read_gold(path: str | Path, limit: int | None = None) -> list[Segment]:
         segments = read_segments(path)[:limit]
     except json.JSONDecodeError as exc:
         raise ValueError(str(exc)) from None
+    if sample is not None and sample < len(segments):
+        keep = sorted(random.Random(seed).sample(range(len(segments)), sample))
+        segments = [segments[i] for i in keep]
     if len(segments) < 2:
         raise ValueError(f"need at least 2 segments, found {len(segments)}")
     return segments
@@ -211,11 +219,13 @@ def read_gold(path: str | Path, limit: int | None = None) -> list[Segment]:
 
 def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path, batch: int = 8,
                   experiment: str = "ringbit-evaluator", mlflow_uri: str | None = None,
-                  progress=None, metric: str = "evaluator") -> dict[str, Any]:
+                  progress=None, metric: str = "evaluator",
+                  selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score `segments` with the evaluator service (or a string metric: bleu, chrf, ter),
     correlate with their gold scores and log one MLflow run (params, kendall_tau / pearson pooled
     and per system, parse rate, segments/s, a scatter plot, the predictions): returns the
-    statistics (`agreement`), `segments_per_s` and the run id as `mlflow_run`."""
+    statistics (`agreement`), `segments_per_s` and the run id as `mlflow_run`. `selection`: how
+    the segments were chosen from `data` (limit, sample, seed), logged as params."""
     import tempfile
     import time
 
@@ -246,7 +256,8 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
     rid = run.info.run_id
     try:
         tracking.log_params(client, rid, {"data": str(data), "metric": metric, "segments": len(segments),
-                                          "evaluator_url": evaluator_url if metric == "evaluator" else ""})
+                                          "evaluator_url": evaluator_url if metric == "evaluator" else "",
+                                          **(selection or {})})
         for key in ("kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed", "pearson_parsed",
                     "segments_per_s"):
             client.log_metric(rid, key, stats[key])

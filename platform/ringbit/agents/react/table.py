@@ -24,15 +24,22 @@ def rows(client: MlflowClient, experiment_ids: list[str], names: list[str] | Non
     out = []
     for run in runs:
         p, m = run.data.params, run.data.metrics
+        model = run.data.tags.get("ringbit.llm_model") or _given(p, "llm.model") or _given(p, "llm.url")
         out.append({
-            "row": run.info.run_name, "model": p.get("llm.model") or p.get("llm.url", ""),
-            "prompting": p.get("prompting", "finetuned"), "search": p.get("search", ""),
+            "row": run.info.run_name, "model": model,
+            "prompting": p.get("prompting", "finetuned"), "api": _given(p, "llm.api"), "search": p.get("search", ""),
             "n": int(m.get("n", 0)), "em": m.get("em", math.nan),
             "em_ci": (m.get("em_ci_low", math.nan), m.get("em_ci_high", math.nan)),
             "f1": m.get("f1", math.nan), "f1_ci": (m.get("f1_ci_low", math.nan), m.get("f1_ci_high", math.nan)),
             "finished_rate": m.get("finished_rate", math.nan), "avg_iterations": m.get("avg_iterations", math.nan),
             "questions": (p.get("questions"), p.get("split"), p.get("n")), "run_id": run.info.run_id})
     return out
+
+
+def _given(params: dict[str, str], key: str) -> str:
+    """A param's value, "" when absent or logged as None (runs before the resolved LLM was logged)."""
+    value = params.get(key, "")
+    return "" if value == "None" else value
 
 
 def same_questions(table: list[dict[str, Any]]) -> bool:
@@ -46,10 +53,11 @@ def markdown(table: list[dict[str, Any]]) -> str:
     def ci(value: float, interval: tuple[float, float]) -> str:
         return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
-    lines = ["| row | model | prompting | search | n | EM [95% CI] | F1 [95% CI] | finished | steps |",
+    lines = ["| row | model | prompting (api) | search | n | EM [95% CI] | F1 [95% CI] | finished | steps |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
-        lines.append(f"| {r['row']} | {r['model']} | {r['prompting']} | {r['search']} | {r['n']} | "
+        prompting = f"{r['prompting']} ({r['api']})" if r.get("api") else r["prompting"]
+        lines.append(f"| {r['row']} | {r['model']} | {prompting} | {r['search']} | {r['n']} | "
                      f"{ci(r['em'], r['em_ci'])} | {ci(r['f1'], r['f1_ci'])} | {r['finished_rate']:.2f} | "
                      f"{r['avg_iterations']:.1f} |")
     return "\n".join(lines)
