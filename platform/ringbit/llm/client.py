@@ -50,6 +50,9 @@ class LLMClient:
             try:
                 resp = requests.request(method, self._url(path), json=body, headers=self._headers(),
                                         timeout=self.timeout_s, stream=stream)
+            except requests.ReadTimeout as exc:  # connected, but no answer in time: not "unreachable"
+                last = LLMError(f"{self.base_url} did not answer within {self.timeout_s:g} s ({exc}); a busy "
+                                "endpoint needs a longer timeout (agents: --set llm.timeout_s=600)")
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last = LLMError(f"{self.base_url} unreachable: {exc}")
             else:
