@@ -59,4 +59,6 @@ def test_a_run_that_logged_no_model_shows_the_endpoint_it_asked(tmp_path):
     (row,) = rows(client, [exp])
     assert row["model"] == "http://lm:8000" and "| old | http://lm:8000 | finetuned (completions) |" in markdown([row])
     client.set_tag(row["run_id"], "ringbit.llm_model", "models:/smollm2-react-lora@current")  # what evals tag now
+    wide = {**row, "search": "bm25:/work/repo/../shared/fireact/hotpotqa_alpaca.json"}
+    assert "| bm25:hotpotqa_alpaca.json |" in markdown([wide])  # the table names the file, JSON keeps the path
     assert rows(client, [exp])[0]["model"] == "models:/smollm2-react-lora@current"

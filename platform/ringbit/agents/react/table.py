@@ -6,6 +6,7 @@ same questions (questions file, split, n), which `rows` checks."""
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -57,7 +58,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         prompting = f"{r['prompting']} ({r['api']})" if r.get("api") else r["prompting"]
-        lines.append(f"| {r['row']} | {r['model']} | {prompting} | {r['search']} | {r['n']} | "
+        kind, _, path = r["search"].partition(":")  # the file's name: the JSON keeps the whole path
+        search = f"{kind}:{PurePath(path).name}" if path and not path.startswith("builtin:") else r["search"]
+        lines.append(f"| {r['row']} | {r['model']} | {prompting} | {search} | {r['n']} | "
                      f"{ci(r['em'], r['em_ci'])} | {ci(r['f1'], r['f1_ci'])} | {r['finished_rate']:.2f} | "
                      f"{r['avg_iterations']:.1f} |")
     return "\n".join(lines)
