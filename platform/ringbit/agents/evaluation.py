@@ -264,14 +264,15 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
     from ringbit.services import ensure_client_env
 
     ensure_client_env()
-    llm_cfg = AgentLLMConfig(**_check_llm(cfg))
+    llm = _check_llm(cfg)
+    llm_cfg = AgentLLMConfig(**llm)
     examples, few_shot = react_examples(cfg)
     if not examples:
         raise ValueError(f"no questions with answers in {cfg.questions}")
     tools = react_tools(cfg)
     # the model asked, as a tag too: `ringbit agents table react` names each row's model from it
     tags = {"ringbit.agent": "react", "ringbit.llm_model": llm_cfg.model or llm_cfg.url}
-    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), _params(cfg, llm_cfg.model_dump(mode="json")),
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "react"), _params(cfg, llm),
                     cfg.mlflow.tracking_uri, tags, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} questions, {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
         began = time.perf_counter()
@@ -336,9 +337,10 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
     from ringbit.services import ensure_client_env
 
     ensure_client_env()
-    llm_cfg = AgentLLMConfig(**_check_llm(cfg))
+    llm = _check_llm(cfg)
+    llm_cfg = AgentLLMConfig(**llm)
     examples = make_eval_set(cfg.n_docs, cfg.n_words, cfg.seed)
-    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), _params(cfg, llm_cfg.model_dump(mode="json")),
+    with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), _params(cfg, llm),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "memwalker"}, log=log) as (client, run_id):
         log(f"[ringbit] {len(examples)} documents of {cfg.n_words} words, {cfg.workers} in parallel, "
             f"LLM {llm_cfg.url} ({llm_cfg.model})")
