@@ -67,15 +67,18 @@ def load_serve_config(path: Path, models: dict[str, str] | None = None,
         args = app.setdefault("args", {})
         if ("model" in args or "mlflow_experiment" in args) and tracking_uri:
             args.setdefault("tracking_uri", tracking_uri)
-        if "llm_app" in args:  # another application of this config, through the same proxy
-            target = apps.get(args["llm_app"])
+        for key in [k for k in args if k == "llm_app" or k.endswith("_llm_app")]:
+            # another application of this config, through the same proxy (llm_app, react_llm_app)
+            target = apps.get(args[key])
             if target is None:
-                raise ServeConfigError(f"{path}: application {app.get('name')!r}: args.llm_app "
-                                       f"{args['llm_app']!r} is not an application of this config")
+                raise ServeConfigError(f"{path}: application {app.get('name')!r}: args.{key} "
+                                       f"{args[key]!r} is not an application of this config "
+                                       f"(applications: {', '.join(map(str, apps))})")
             route = target.get("route_prefix", "/").rstrip("/")
             host = http.get("host", "127.0.0.1")
-            args["llm_url"] = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}{route}"
-            del args["llm_app"]
+            url_key = key.removesuffix("app") + "url"
+            args[url_key] = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}{route}"
+            del args[key]
     try:
         ServeDeploySchema.model_validate(config)
     except Exception as exc:  # pydantic's message names the field
@@ -84,24 +87,41 @@ def load_serve_config(path: Path, models: dict[str, str] | None = None,
 
 
 # How to register a registry model the configs name, by registered-model name.
-def check_registered_models(config: dict[str, Any]) -> None:
+def check_registered_models(config: dict[str, Any]) -> list[str]:
     """ServeConfigError naming the application, the missing registry model and what to run, for
-    every models:/ reference that the registry does not have. Nothing is checked when MLflow does
-    not answer (the replica then reports why it cannot load the model)."""
+    every models:/ reference that the registry does not have; an application with a
+    `fallback_model` serves that one meanwhile (returned: one note per such application).
+    Nothing is checked when MLflow does not answer (the replica then reports why it cannot load
+    the model)."""
     from ringbit.tracking import missing_registered_model
 
-    missing = []
+    missing, notes = [], []
     for app in config.get("applications", []):
         args = app.get("args", {})
-        ref = args.get("model")
+        ref, fallback = args.get("model"), args.get("fallback_model")
         if not isinstance(ref, str):
             continue
         why = missing_registered_model(ref, args.get("tracking_uri"))
+        if why and isinstance(fallback, str):
+            notes.append(f"{app['name']} serves its fallback_model {fallback} until {why}")
+            ref, why = fallback, missing_registered_model(fallback, args.get("tracking_uri"))
         if why:
             missing.append(f"application {app['name']!r} serves {why}, then `ringbit serve up` again; "
                            f"or serve another model with --model {app['name']}=FOLDER|models:/NAME@ALIAS")
     if missing:
         raise ServeConfigError("\n".join(missing))
+    return notes
+
+
+def served_model(model: str, fallback: str | None, tracking_uri: str | None) -> tuple[str, str | None]:
+    """(the model an LM application loads, why it is the fallback or None): `fallback` while
+    `model` is a models:/ reference the registry does not have yet (a fine-tune not run yet)."""
+    if not fallback:
+        return model, None
+    from ringbit.tracking import missing_registered_model
+
+    why = missing_registered_model(model, tracking_uri)
+    return (fallback, why) if why else (model, None)
 
 
 def build_application(app: dict[str, Any]):
@@ -170,14 +190,17 @@ def shutdown(apps: list[str] | None = None) -> list[str]:
     return names
 
 
-def llm_url_from_args(args: dict[str, Any], app: str) -> str:
+def llm_url_from_args(args: dict[str, Any], app: str, prefix: str = "") -> str | None:
     """The LM endpoint of an application that calls another: `llm_url`, else `llm_app` through
     this node's Serve proxy. `ringbit serve up` rewrites llm_app into llm_url with the real
     host/port/route; under a RayService (serveConfigV2 deployed as-is) the proxy runs on every
-    node at port 8000 and the LM application is at `llm_route` (default "/")."""
-    if args.get("llm_url"):
-        return args["llm_url"]
-    if args.get("llm_app"):
-        return f"http://127.0.0.1:{args.get('proxy_port', 8000)}{args.get('llm_route', '/')}"
+    node at port 8000 and the LM application is at `llm_route` (`ringbit k8s sync` writes it).
+    `prefix` ("react_") reads a second endpoint (react_llm_url / react_llm_app), which is optional."""
+    if args.get(f"{prefix}llm_url"):
+        return args[f"{prefix}llm_url"]
+    if args.get(f"{prefix}llm_app"):
+        return f"http://127.0.0.1:{args.get('proxy_port', 8000)}{args.get(f'{prefix}llm_route', '/')}"
+    if prefix:
+        return None
     raise ValueError(f"the {app} app needs args.llm_url (or args.llm_app naming an application of "
                      "the same serve config)")

@@ -235,6 +235,12 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
 
 
 REGISTER_HINTS = {"ringbit-lm": "`make demo` trains the demo model and registers it as models:/ringbit-lm@current"}
+# The SmolLM2 fine-tunes that serving/config.yaml serves by alias: the job config that registers each.
+REGISTER_HINTS.update({
+    f"{name}{suffix}": (f"`ringbit submit {job} -c jobs/configs/{job}-smollm2{suffix}.yaml` fine-tunes "
+                        f"SmolLM2 and registers it as models:/{name}{suffix}@current")
+    for name, job in (("smollm2-react", "finetune-react"), ("smollm2-instructscore", "finetune-evaluator"))
+    for suffix in ("", "-lora")})
 
 
 def register_hint(name: str) -> str:

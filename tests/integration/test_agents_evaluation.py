@@ -41,7 +41,8 @@ def served(platform, tmp_path_factory):
     tok = train_tokenizer(builtin_documents("builtin:python-topics"), CFG.vocab_size)
     model_dir = save_model_dir(tmp_path_factory.mktemp("lm"), CFG, Transformer(CFG).state_dict(), tok.to_str())
     port = free_port()
-    up = ringbit("serve", "up", "--model", f"lm={model_dir}", "--port", str(port), env=env, timeout=300)
+    models = [a for app in ("lm", "evaluator-lm", "react-lm") for a in ("--model", f"{app}={model_dir}")]
+    up = ringbit("serve", "up", *models, "--port", str(port), env=env, timeout=300)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
     yield env, client, f"http://127.0.0.1:{port}", model_dir
     ringbit("serve", "down", env=env, timeout=120)

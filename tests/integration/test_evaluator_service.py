@@ -70,6 +70,13 @@ def test_one_item_is_scored_from_the_models_report(evaluator):
         assert out["score"] is None
 
 
+def test_the_index_says_which_lm_writes_the_reports(evaluator):
+    info = requests.get(f"{evaluator}/v1/evaluate", timeout=30).json()
+    # a Hugging Face folder without a chat template: "auto" asks it through completions
+    assert info["llm"] == {"url": f"{evaluator}/instructscore", "model": None, "api": "completions"}
+    assert info["max_items"] == 4 and info["max_new_tokens"] == 24 and "zh-en" in info["tasks"]
+
+
 def test_many_items_and_a_source_task(evaluator):
     items = [{"reference": "a b c", "candidate": "a c", "task": "caption"},
              {"reference": "x y", "candidate": "x", "source": "x | y", "task": "data2text"}]

@@ -159,14 +159,22 @@ def test_rayjob_entrypoints_name_existing_scripts_and_configs(rendered):
         assert yaml.safe_load(job["runtimeEnvYAML"])["working_dir"] == v.IMAGE_REPO_DIR
 
 
-def test_serve_config_v2_is_serving_config_with_only_the_host_changed(rendered):
+def test_serve_config_v2_is_serving_config_with_the_host_and_lm_routes_added(rendered):
     source = yaml.safe_load((REPO / "serving" / "config.yaml").read_text())
+    routes = {a["name"]: a["route_prefix"] for a in source["applications"]}
     for overlay in OVERLAYS:
         for inject in (False, True):  # the committed patch (kubectl apply -k) and `ringbit k8s render`
             docs = rendered[overlay] if not inject else r.render(overlay)
             deployed = yaml.safe_load(one(docs, "RayService")["spec"]["serveConfigV2"])
             assert deployed["http_options"]["host"] == "0.0.0.0"
             deployed["http_options"]["host"] = source["http_options"]["host"]
+            linked = 0
+            for app in deployed["applications"]:  # each LM caller finds its LM's route on the cluster
+                for key in [k for k in app["args"] if k.endswith("llm_app")]:
+                    route = app["args"].pop(key.removesuffix("app") + "route")
+                    assert route == routes[app["args"][key]], (app["name"], key)
+                    linked += 1
+            assert linked == 3  # evaluator -> evaluator-lm, agents -> lm and react-lm
             assert deployed == source, f"{overlay}: run `ringbit k8s sync`"
     assert r.sync_serve_config(check=True) is False, "manifests/base/serve-config.yaml is stale: ringbit k8s sync"
 

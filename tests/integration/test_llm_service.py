@@ -39,11 +39,12 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(platform, model_dir):
-    """serving/config.yaml with the demo-sized model as `lm` (one replica): the LM runs; the
-    evaluator and the agents refuse it (test_default_config_refuses_…)."""
+    """serving/config.yaml with the demo-sized model behind each LM app (`lm` one replica): the
+    LMs run; the evaluator and the agents refuse them (test_default_config_refuses_…)."""
     env, _, _ = platform
     port = free_port()
-    up = ringbit("serve", "up", "--model", f"lm={model_dir}", "--set", "lm.autoscaling_config.max_replicas=1",
+    models = [a for app in ("lm", "evaluator-lm", "react-lm") for a in ("--model", f"{app}={model_dir}")]
+    up = ringbit("serve", "up", *models, "--set", "lm.autoscaling_config.max_replicas=1",
                  "--port", str(port), env=env, timeout=300)
     lines = {line.split()[0]: line for line in up.stdout.splitlines() if line.strip()}
     assert "RUNNING" in lines.get("lm", ""), up.stdout[-3000:] + up.stderr[-2000:]
@@ -274,7 +275,7 @@ def test_chat_goes_through_the_models_template_and_stops_at_im_end(chat_served):
 
     folder, url = chat_served
     card = requests.get(f"{url}/v1/models", timeout=30).json()["data"][0]
-    assert card["chat_template"] is True and card["max_context"] == 256
+    assert card["chat_template"] is True and card["max_context"] == 256 and card["prompt_format"] == "chat"
     body = {"messages": MESSAGES, "max_tokens": 32, "temperature": 0}
     out = requests.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
     rendered = render_chat(read_tokenizer_config(folder), MESSAGES)
@@ -306,6 +307,47 @@ def test_chat_goes_through_the_models_template_and_stops_at_im_end(chat_served):
 
 
 # ------------------------------------------------------------------ the real SmolLM2-135M-Instruct
+
+
+def test_an_alias_not_registered_yet_serves_the_fallback_until_the_fine_tune_is(platform, served, tmp_path):
+    """serving/config.yaml's evaluator-lm / react-lm: a fine-tune's models:/NAME@ALIAS with a
+    fallback_model. Before the alias exists the fallback serves (serve up says so, the card names
+    what it stands in for); after a fine-tune on bare prompts is registered, a redeploy serves it
+    and its card says `prompt_format: plain`, which `api: auto` callers follow."""
+    from ringbit import tracking
+    from ringbit.llm.context import endpoint_context, resolve_api
+    from ringbit.models.io import load_model_dir, write_model_dir
+
+    env, client, mlflow_url = platform
+    _, url, _ = served
+    fallback = Path(requests.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"])  # the demo-sized folder
+    apps = ("  - name: ft-lm\n    route_prefix: /ft\n    import_path: serving.lm:app\n"
+            f"    args: {{model: 'models:/tiny-ft@current', fallback_model: '{fallback}'}}\n")
+    up = deploy_config(env, tmp_path / "ft.yaml", int(url.rsplit(":", 1)[1]), apps)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        assert "note: ft-lm serves its fallback_model" in up.stdout
+        assert "models:/tiny-ft@current, which is not registered" in up.stdout
+        card = requests.get(f"{url}/ft/v1/models", timeout=30).json()["data"][0]
+        assert card["fallback_for"] == "models:/tiny-ft@current" and card["id"] == str(fallback)
+        assert card["prompt_format"] == "plain"  # the demo model has no chat template
+
+        model, _ = load_model_dir(fallback)
+        tuned = write_model_dir(tmp_path / "tiny-ft", model, (fallback / "tokenizer.json").read_text(),
+                                tokenizer_config={"chat_template": "{{ messages[0]['content'] }}"},
+                                prompt_format="plain")  # what the SFT job writes
+        exp = tracking.experiment_id(client, "ringbit-tests")
+        run = client.create_run(exp, run_name="tiny-ft")
+        assert tracking.log_and_register_model(mlflow_url, run.info.run_id, tuned, "tiny-ft", "current")
+        up = deploy_config(env, tmp_path / "ft.yaml", int(url.rsplit(":", 1)[1]), apps)
+        assert up.returncode == 0 and "note:" not in up.stdout, up.stdout[-2000:] + up.stderr[-2000:]
+        card = requests.get(f"{url}/ft/v1/models", timeout=30).json()["data"][0]
+        assert card["id"] == "models:/tiny-ft@current" and "fallback_for" not in card
+        assert card["chat_template"] is True and card["prompt_format"] == "plain"
+        found = endpoint_context(LLMClient(f"{url}/ft", timeout_s=30))
+        assert resolve_api("auto", found) == "completions" and resolve_api("chat", found) == "chat"
+    finally:
+        ringbit("serve", "down", "ft-lm", env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")

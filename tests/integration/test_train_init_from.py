@@ -217,6 +217,7 @@ def tracking_experiment(client) -> str:
 @pytest.mark.parametrize("lora", [False, True])
 def test_sft_full_and_lora_from_the_imported_model(lora, platform_env, tiny_base, tmp_path):
     from ringbit.agents.react.finetune import run_react_finetune
+    from ringbit.models.io import read_prompt_format
     from ringbit.tracking import resolve_model_ref
     from ringbit.train.sft import IGNORE
 
@@ -238,5 +239,7 @@ def test_sft_full_and_lora_from_the_imported_model(lora, platform_env, tiny_base
     assert [s for s, _ in ppl] == [0, 4] and ppl[1][1] < ppl[0][1]
     model_dir = resolve_model_ref(result["run_id"], url)
     assert json.loads((model_dir / "tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
+    # trained on bare prompts: served through completions although it keeps the chat template
+    assert (read_prompt_format(tiny_base), read_prompt_format(model_dir)) == ("chat", "plain")
     before, after = weights(tiny_base), weights(model_dir)
     assert not all(torch.equal(before[k], after[k]) for k in before)

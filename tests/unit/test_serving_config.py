@@ -16,8 +16,30 @@ def test_set_overrides_application_args_and_names_mistakes():
     apps = {a["name"]: a["args"] for a in cfg["applications"]}
     assert apps["evaluator"]["max_new_tokens"] == 160 and apps["agents"]["api"] == "chat"
     assert apps["lm"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 8}
-    assert apps["lm"]["model"] == "/some/folder" and apps["evaluator"]["llm_url"] == "http://127.0.0.1:8123"
+    assert apps["lm"]["model"] == "/some/folder" and apps["agents"]["llm_url"] == "http://127.0.0.1:8123"
+    # the evaluator and ReAct call the fine-tuned LM apps by their routes
+    assert apps["evaluator"]["llm_url"] == "http://127.0.0.1:8123/models/evaluator"
+    assert apps["agents"]["react_llm_url"] == "http://127.0.0.1:8123/models/react"
+    assert not [k for a in apps.values() for k in a if k.endswith("llm_app")]
     with pytest.raises(ServeConfigError, match="APP.ARG=VALUE"):
         parse_arg_overrides(["evaluator"])
     with pytest.raises(ServeConfigError, match="no application 'nosuch'"):
         load_serve_config(DEFAULT_CONFIG, args={"nosuch.x": 1})
+
+
+def test_a_second_llm_app_must_name_an_application_and_is_optional_in_the_builder(tmp_path):
+    from ringbit.serving import ServeConfigError, llm_url_from_args, load_serve_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("applications:\n  - {name: lm, route_prefix: /, import_path: serving.lm:app, args: {model: x}}\n"
+                      "  - {name: agents, route_prefix: /v1/agents, import_path: serving.agents:app,\n"
+                      "     args: {llm_app: lm, react_llm_app: nosuch}}\n")
+    with pytest.raises(ServeConfigError, match="args.react_llm_app 'nosuch' is not an application"):
+        load_serve_config(config)
+    # under a RayService the file is deployed as it is: the builder finds the LM by its route
+    args = {"llm_app": "lm", "react_llm_app": "react-lm", "react_llm_route": "/models/react"}
+    assert llm_url_from_args(args, "agents") == "http://127.0.0.1:8000/"
+    assert llm_url_from_args(args, "agents", "react_") == "http://127.0.0.1:8000/models/react"
+    assert llm_url_from_args({"llm_url": "http://h:1"}, "agents", "react_") is None  # ReAct shares llm_url
+    with pytest.raises(ValueError, match="needs args.llm_url"):
+        llm_url_from_args({}, "agents")

@@ -10,7 +10,10 @@ Runs are long, so a POST answers 202 with an id at once and the run goes on in t
 finished run is recorded in MLflow (outcome, steps, LLM calls, tokens, trajectory). Runs live in
 the replica's memory: the deployment has one replica (episodes scale out over browser actors).
 
-At deploy time the app asks its LM endpoint for the model's context and refuses to start when the
+ReAct thinks with its own LM when `react_llm_url` is set (serving/config.yaml: the FireAct
+fine-tune, app `react-lm`); the other agents, and ReAct without one, with `llm_url`.
+
+At deploy time the app asks its LM endpoint(s) for the model's context and refuses to start when the
 agents' largest request cannot fit: a prompt of up to `prompt_tokens` (instructions, trajectory,
 screen or summaries) plus a generation of 2 x `max_tokens` (ReAct's retry of a step whose action
 was cut off). The app is then DEPLOY_FAILED with the reason (`ringbit serve status`)."""
@@ -138,24 +141,32 @@ class AgentsServer:
                  cpus_per_browser: float = 0.5, episode_max_s: float | None = 300.0, search: str = "bm25:builtin:python-docs",
                  max_concurrent_runs: int = 8, max_runs_kept: int = 1000, max_document_chars: int = 2_000_000,
                  mlflow_experiment: str = "ringbit-agents", tracking_uri: str | None = None,
-                 prompt_tokens: int = PROMPT_TOKENS, max_tokens: int = MAX_TOKENS) -> None:
+                 prompt_tokens: int = PROMPT_TOKENS, max_tokens: int = MAX_TOKENS,
+                 react_llm_url: str | None = None, react_model: str | None = None, react_api: str = "auto") -> None:
         import os
 
         from ringbit.llm.context import ContextTooSmallError
 
-        if api not in ("auto", "completions", "chat"):
-            raise ValueError(f"api: {api!r} is not one of auto, completions, chat")
+        for key, value in (("api", api), ("react_api", react_api)):
+            if value not in ("auto", "completions", "chat"):
+                raise ValueError(f"{key}: {value!r} is not one of auto, completions, chat")
         # api "auto": chat for a model with a chat template (SmolLM2-Instruct), else completions
         # (the FireAct fine-tunes are trained on the bare prompts); settled when the endpoint answers.
-        self.api_setting = api
-        self.llm_cfg = AgentLLMConfig(url=llm_url, model=model, api="completions" if api == "auto" else api,
-                                      api_key_env=api_key_env, timeout_s=timeout_s)
+        # ReAct may think with its own LM (react_llm_url: the FireAct fine-tune), the others with llm_url.
+        self.api_settings = {"agents": api, "react": react_api}
+        self.llm_cfgs = {"agents": AgentLLMConfig(url=llm_url, model=model, api="completions" if api == "auto" else api,
+                                                  api_key_env=api_key_env, timeout_s=timeout_s)}
+        if react_llm_url:
+            self.llm_cfgs["react"] = AgentLLMConfig(
+                url=react_llm_url, model=react_model, api="completions" if react_api == "auto" else react_api,
+                api_key_env=api_key_env, timeout_s=timeout_s)
         self.prompt_tokens, self.max_tokens = prompt_tokens, max_tokens
         # A model too small for the agents' prompts fails the deployment (DEPLOY_FAILED, with the
         # reason); an endpoint that does not answer yet is checked before each new run (503).
-        self._settled = False
-        if problem := self._settle():
-            raise ContextTooSmallError(problem)
+        self._settled: set[str] = set()
+        for which in self.llm_cfgs:
+            if problem := self._settle(which):
+                raise ContextTooSmallError(problem)
         self.browsers, self.cpus_per_browser = browsers, cpus_per_browser
         self.episode_max_s = episode_max_s  # MiniWoB's own 10 s limit counts LLM thinking time
         self.search_spec, self.max_document_chars = search, max_document_chars
@@ -167,18 +178,30 @@ class AgentsServer:
         self.executor = ThreadPoolExecutor(max_concurrent_runs)
         self._pool = self._tools = None
         self._trees: dict[str, Any] = {}
-        self._llm_ok_until = 0.0
+        self._llm_ok_until: dict[str, float] = {}
 
     # ---------------------------------------------------------------- shared machinery
 
     @property
-    def need(self) -> int:
+    def llm_cfg(self) -> AgentLLMConfig:
+        """The LM of the computer-control agent and MemWalker (and ReAct without its own)."""
+        return self.llm_cfgs["agents"]
+
+    def _endpoint(self, agent: str) -> str:
+        """Which LM an agent thinks with: "react" when ReAct has its own, else "agents"."""
+        return agent if agent in self.llm_cfgs else "agents"
+
+    def _need(self, api: str) -> int:
         from ringbit.llm.context import CHAT_OVERHEAD_TOKENS
 
-        chat = CHAT_OVERHEAD_TOKENS if self.llm_cfg.api == "chat" else 0
+        chat = CHAT_OVERHEAD_TOKENS if api == "chat" else 0
         return context_needed(self.prompt_tokens, self.max_tokens) + chat
 
-    def _settle(self) -> str | None:
+    @property
+    def need(self) -> int:
+        return self._need(self.llm_cfg.api)
+
+    def _settle(self, which: str = "agents") -> str | None:
         """Ask the endpoint for its model: pick the api ("auto") and check the context. Returns
         why the model does not fit, else None (also when the endpoint does not answer yet)."""
         import os
@@ -186,18 +209,20 @@ class AgentsServer:
         from ringbit.llm.client import LLMClient
         from ringbit.llm.context import context_problem, endpoint_context, resolve_api
 
-        cfg = self.llm_cfg
+        cfg = self.llm_cfgs[which]
         found = endpoint_context(LLMClient(cfg.url, api_key=os.environ.get(cfg.api_key_env), model=cfg.model,
                                            timeout_s=10, retries=1, backoff_s=0.5))
         if found is None:
             return None
-        self.llm_cfg = cfg.model_copy(update={"api": resolve_api(self.api_setting, found)})
-        problem = context_problem(found, self.need, "agents app", cfg.url, self._why(), self._fix_hint)
-        self._settled = problem is None
+        cfg = self.llm_cfgs[which] = cfg.model_copy(update={"api": resolve_api(self.api_settings[which], found)})
+        app = "agents app" if which == "agents" else "agents app's ReAct LM (react_llm_url)"
+        problem = context_problem(found, self._need(cfg.api), app, cfg.url, self._why(cfg.api), self._fix_hint)
+        if problem is None:
+            self._settled.add(which)
         return problem
 
-    def _why(self) -> str:
-        chat = " + the chat template" if self.llm_cfg.api == "chat" else ""
+    def _why(self, api: str) -> str:
+        chat = " + the chat template" if api == "chat" else ""
         return (f"prompts of up to prompt_tokens {self.prompt_tokens}{chat} plus 2 x max_tokens {self.max_tokens} "
                 "generated (ReAct's retry)")
 
@@ -218,26 +243,27 @@ class AgentsServer:
             sets += f" --set {app}.max_tokens={tokens}"
         return f"{hint} or lower the agents' args, e.g. {sets}"
 
-    def _llm(self):
+    def _llm(self, agent: str = "agents"):
         from ringbit.agents.llm import build_agent_llm
 
-        return build_agent_llm(self.llm_cfg, check=False)
+        return build_agent_llm(self.llm_cfgs[self._endpoint(agent)], check=False)
 
-    def _llm_unavailable(self) -> JSONResponse | None:
+    def _llm_unavailable(self, agent: str = "agents") -> JSONResponse | None:
         """503 at once when the LLM endpoint is down, rather than a run that fails later."""
         from ringbit.agents.llm import LLMUnavailable, build_agent_llm
 
-        if time.monotonic() < self._llm_ok_until:
+        which = self._endpoint(agent)
+        if time.monotonic() < self._llm_ok_until.get(which, 0.0):
             return None
         try:
-            llm = build_agent_llm(self.llm_cfg.model_copy(update={"retries": 0, "timeout_s": 10}), check=True)
+            llm = build_agent_llm(self.llm_cfgs[which].model_copy(update={"retries": 0, "timeout_s": 10}), check=True)
         except LLMUnavailable as exc:
             return JSONResponse(status_code=503, content=error_body(str(exc), None, "llm_unavailable"))
-        if not self._settled and (problem := self._settle()):  # the endpoint did not answer at deploy time
+        if which not in self._settled and (problem := self._settle(which)):  # not answering at deploy time
             return JSONResponse(status_code=503, content=error_body(problem, None, "llm_context_too_small"))
-        if self.llm_cfg.model is None:
-            self.llm_cfg = self.llm_cfg.model_copy(update={"model": llm.client.model})
-        self._llm_ok_until = time.monotonic() + 30
+        if self.llm_cfgs[which].model is None:
+            self.llm_cfgs[which] = self.llm_cfgs[which].model_copy(update={"model": llm.client.model})
+        self._llm_ok_until[which] = time.monotonic() + 30
         return None
 
     def _start(self, agent: str, params: dict[str, Any], work) -> JSONResponse:
@@ -265,9 +291,10 @@ class AgentsServer:
             try:
                 from ringbit.agents.runs import record_request_run
 
+                llm_cfg = self.llm_cfgs[self._endpoint(run.agent)]
                 run.mlflow_run_id = record_request_run(
                     self.tracking_uri, self.experiment, run.agent, run.id,
-                    {**run.params, "llm_url": self.llm_cfg.url, "llm_model": self.llm_cfg.model},
+                    {**run.params, "llm_url": llm_cfg.url, "llm_model": llm_cfg.model},
                     {**result, "trajectory": run.events}, status, trace_ids=run.trace_ids)
             except Exception as exc:  # tracking must not lose the run's answer
                 run.events.append({"type": "warning", "message": f"MLflow record failed: {exc}"})
@@ -322,7 +349,7 @@ class AgentsServer:
 
     @agents_api.post("/react/runs")
     def react_run(self, body: ReactRunRequest):
-        if (down := self._llm_unavailable()) is not None:
+        if (down := self._llm_unavailable("react")) is not None:
             return down
 
         def work(run: Run) -> dict[str, Any]:
@@ -331,7 +358,7 @@ class AgentsServer:
 
             if self._tools is None:
                 self._tools = {"search": search_tool(self.search_spec)}
-            llm = self._llm()
+            llm = self._llm("react")
 
             def react(agent_llm, tools) -> dict[str, Any]:
                 return run_react(body.question.strip(), agent_llm, tools, max_iterations=body.max_iterations,
@@ -413,8 +440,9 @@ class AgentsServer:
 
     @agents_api.get("/")
     def index(self) -> dict[str, Any]:
+        llms = {which: {"url": c.url, "model": c.model, "api": c.api} for which, c in self.llm_cfgs.items()}
         return {"agents": {name: f"/v1/agents/{route}" for name, route in ROUTES.items()},
-                "llm": {"url": self.llm_cfg.url, "model": self.llm_cfg.model, "api": self.llm_cfg.api},
+                "llm": llms["agents"], "react_llm": llms.get("react", llms["agents"]),
                 "search": self.search_spec, "browsers": self.browsers}
 
 
@@ -425,6 +453,6 @@ def build_agents_app(args: dict[str, Any]) -> serve.Application:
     llm_url = llm_url_from_args(args, "agents")
     keys = ("model", "api", "api_key_env", "timeout_s", "browsers", "cpus_per_browser", "episode_max_s", "search",
             "max_concurrent_runs", "max_runs_kept", "max_document_chars", "mlflow_experiment", "tracking_uri",
-            "prompt_tokens", "max_tokens")
+            "prompt_tokens", "max_tokens", "react_model", "react_api")
     options = {k: args[k] for k in keys if k in args}
-    return AgentsServer.bind(llm_url, **options)
+    return AgentsServer.bind(llm_url, react_llm_url=llm_url_from_args(args, "agents", "react_"), **options)

@@ -54,9 +54,11 @@ def serve_up(
     try:
         arg_overrides = serving.parse_arg_overrides(set_args or [])
         cfg = serving.load_serve_config(config, overrides, port, resolve_tracking_uri(mlflow_uri), arg_overrides)
-        serving.check_registered_models(cfg)  # a missing models:/ ref: what to run, before deploying
+        notes = serving.check_registered_models(cfg)  # a missing models:/ ref: what to run, before deploying
     except serving.ServeConfigError as exc:
         raise fail(str(exc), 2) from None
+    for note in notes:
+        typer.echo(f"note: {note}")
     _connect_ray(ray_address)
     outcome = serving.deploy(cfg, log=typer.echo)
     http = cfg.get("http_options", {})

@@ -210,6 +210,13 @@ class EvaluatorServer:
     def tasks(self) -> dict[str, Any]:
         return {"tasks": list(TASKS), "needs_source": sorted(NEEDS_SOURCE)}
 
+    @evaluator_api.get("/")
+    def index(self) -> dict[str, Any]:
+        """Which LM writes the reports and how it is asked (api "auto" settled), and the limits."""
+        return {"llm": {"url": self.client.base_url, "model": self.client.model, "api": self.api},
+                "tasks": list(TASKS), "max_items": self.max_items, "max_input_chars": self.max_chars,
+                "max_new_tokens": self.max_new}
+
 
 def build_evaluator_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (`import_path: serving.evaluator:app`)."""

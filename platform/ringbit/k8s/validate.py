@@ -379,7 +379,7 @@ def entrypoint_issues(obj: str, entrypoint: Any, repo: Path = REPO) -> list[Issu
 
 
 def serve_config_issues(obj: str, doc: dict) -> list[Issue]:
-    """serveConfigV2 must be serving/config.yaml with http_options.host 0.0.0.0."""
+    """serveConfigV2 must be serving/config.yaml as cluster_serve_config gives it (host 0.0.0.0, LM routes)."""
     spec = _d(doc.get("spec"))
     text = spec.get("serveConfigV2")
     if not isinstance(text, str):
@@ -394,7 +394,7 @@ def serve_config_issues(obj: str, doc: dict) -> list[Issue]:
         want = {a.get("name") for a in _l(expected.get("applications")) if isinstance(a, dict)}
         detail = f" (applications {sorted(apps, key=str)}, the file has {sorted(want, key=str)})" if apps != want else ""
         return [Issue(obj, "spec.serveConfigV2", "differs from serving/config.yaml (with http_options.host "
-                      f"0.0.0.0){detail}: run `ringbit k8s sync`")]
+                      f"0.0.0.0 and the llm_route of each llm_app){detail}: run `ringbit k8s sync`")]
     issues = []
     port = _d(expected.get("http_options")).get("port", 8000)
     for prefix, cluster in ray_cluster_specs(doc):

@@ -23,6 +23,7 @@ class LanguageModel(Protocol):
     name: str
     max_context: int
     has_chat_template: bool  # chat prompts come from the model's own template (else a transcript)
+    prompt_format: str  # "chat": the model answers through its template; "plain": bare prompts (fine-tunes)
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -54,13 +55,14 @@ class RingbitLM:
     <|endoftext|>; platform-trained models have neither and get the plain transcript."""
 
     def __init__(self, path: Path, name: str) -> None:
-        from ringbit.models.io import load_model_dir, read_tokenizer_config, stop_token_ids
+        from ringbit.models.io import load_model_dir, read_prompt_format, read_tokenizer_config, stop_token_ids
 
         self.model, self.tokenizer = load_model_dir(path)
         self.name, self.max_context = name, self.model.cfg.max_seq_len
         self.tokenizer_config = read_tokenizer_config(path)
         self.stop_ids = stop_token_ids(self.tokenizer, self.tokenizer_config)
         self.has_chat_template = bool(self.tokenizer_config.get("chat_template"))
+        self.prompt_format = read_prompt_format(path)
 
     def encode(self, text: str) -> list[int]:
         # Special tokens written in the text (the template's <|im_start|>) become their own ids.
@@ -102,6 +104,7 @@ class HuggingFaceLM:
         self.name = name
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.prompt_format = "chat" if self.has_chat_template else "plain"
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]

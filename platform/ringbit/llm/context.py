@@ -31,16 +31,21 @@ class EndpointContext:
     model: str
     max_context: int | None  # None: the endpoint does not say
     chat_template: bool | None = None  # the platform's LM service says whether its model has one
+    prompt_format: str | None = None  # "chat" or "plain" (a fine-tune on bare prompts), when it says
 
 
 def resolve_api(api: str, found: EndpointContext | None) -> str | None:
     """"completions" or "chat" for an application's `api` setting; "auto" becomes "chat" for a
-    model with a chat template (SmolLM2-Instruct) and "completions" otherwise (the platform's
-    fine-tuned models, vLLM); None while the endpoint has not answered."""
+    model with a chat template (SmolLM2-Instruct) and "completions" otherwise (vLLM, the
+    platform's own models) or when the endpoint says its model answers bare prompts
+    (`prompt_format: plain`: a fine-tune that kept its base's template); None while the endpoint
+    has not answered."""
     if api != "auto":
         return api
     if found is None:
         return None
+    if found.prompt_format == "plain":
+        return "completions"
     return "chat" if found.chat_template else "completions"
 
 
@@ -71,8 +76,9 @@ def endpoint_context(client: LLMClient) -> EndpointContext | None:
     if not cards:
         return None
     card = next((c for c in cards if c.get("id") == client.model), cards[0])
-    template = card.get("chat_template")
-    return EndpointContext(str(card.get("id")), card_context(card), template if isinstance(template, bool) else None)
+    template, fmt = card.get("chat_template"), card.get("prompt_format")
+    return EndpointContext(str(card.get("id")), card_context(card), template if isinstance(template, bool) else None,
+                           fmt if fmt in ("chat", "plain") else None)
 
 
 def context_problem(found: EndpointContext | None, need: int, app: str, url: str, why: str,

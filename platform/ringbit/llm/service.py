@@ -75,11 +75,17 @@ class LMServer:
     status`) shows DEPLOY_FAILED with the reason instead of a replica restarting in a loop."""
 
     def __init__(self, model: str, name: str | None = None, tracking_uri: str | None = None,
-                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01) -> None:
+                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01,
+                 fallback_model: str | None = None) -> None:
         from ringbit.llm.backends import load_language_model
+        from ringbit.serving import served_model
 
+        # fallback_model: served while `model` (a fine-tune's models:/NAME@ALIAS) is not registered
+        # yet, so a fresh platform serves every application; the card says what it stands in for.
+        self.requested = model
+        model, self.fallback_reason = served_model(model, fallback_model, tracking_uri)
         try:
-            self.lm = load_language_model(model, name, tracking_uri)
+            self.lm = load_language_model(model, None if self.fallback_reason else name, tracking_uri)
         except Exception as exc:
             raise RuntimeError(f"model {model!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
         self.generate_batch.set_max_batch_size(max_batch_size)
@@ -130,9 +136,12 @@ class LMServer:
 
     @lm_api.get("/v1/models")
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.lm.name, "object": "model", "created": 0,
-                                            "owned_by": "ringbit", "max_context": self.lm.max_context,
-                                            "chat_template": self.lm.has_chat_template}]}
+        card = {"id": self.lm.name, "object": "model", "created": 0, "owned_by": "ringbit",
+                "max_context": self.lm.max_context, "chat_template": self.lm.has_chat_template,
+                "prompt_format": self.lm.prompt_format}
+        if self.fallback_reason:
+            card["fallback_for"] = self.requested
+        return {"object": "list", "data": [card]}
 
     @lm_api.get("/healthz")
     def healthz(self) -> dict[str, str]:
@@ -183,4 +192,5 @@ def build_lm_app(args: dict[str, Any]) -> serve.Application:
             options[key] = args[key]
     deployment = LMServer.options(**options) if options else LMServer
     return deployment.bind(args["model"], args.get("name"), args.get("tracking_uri"),
-                           int(args.get("max_batch_size", 8)), float(args.get("batch_wait_timeout_s", 0.01)))
+                           int(args.get("max_batch_size", 8)), float(args.get("batch_wait_timeout_s", 0.01)),
+                           args.get("fallback_model"))

@@ -1,6 +1,7 @@
 """A trained model on disk: config.json + model.safetensors + tokenizer.json, nothing pickled.
 
-config.json is {"model": ModelConfig, "quant": QuantConfig | null, "packing": {...} | null};
+config.json is {"model": ModelConfig, "quant": QuantConfig | null, "packing": {...} | null}
+and, for a model fine-tuned on bare prompts, "prompt_format": "plain" (see read_prompt_format);
 a packed BitNet export (ringbit.quant.export) has packed uint8 weights in model.safetensors and
 its format under "packing". A bare ModelConfig dict (the first layout) still loads.
 
@@ -30,7 +31,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 
 def write_model_dir(
     out: str | Path, model: Transformer, tokenizer_json: str, packing: dict[str, Any] | None = None,
-    tokenizer_config: dict[str, Any] | None = None,
+    tokenizer_config: dict[str, Any] | None = None, prompt_format: str | None = None,
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,8 @@ def write_model_dir(
     meta = {"model": model.cfg.model_dump(mode="json"),
             "quant": model.quant.model_dump(mode="json") if model.quant else None,
             "packing": packing}
+    if prompt_format:
+        meta["prompt_format"] = prompt_format
     (out / CONFIG).write_text(json.dumps(meta, indent=2))
     (out / TOKENIZER).write_text(tokenizer_json)
     if tokenizer_config:
@@ -52,10 +55,12 @@ def save_model_dir(
     tokenizer_json: str,
     quant: QuantConfig | None = None,
     tokenizer_config: dict[str, Any] | None = None,
+    prompt_format: str | None = None,
 ) -> Path:
     model = Transformer(cfg, quant=quant)
     model.load_state_dict(state_dict)
-    return write_model_dir(out, model, tokenizer_json, tokenizer_config=tokenizer_config)
+    return write_model_dir(out, model, tokenizer_json, tokenizer_config=tokenizer_config,
+                           prompt_format=prompt_format)
 
 
 def stop_token_ids(tokenizer, tokenizer_config: dict[str, Any]) -> set[int]:
@@ -94,6 +99,21 @@ def read_model_meta(path: str | Path) -> tuple[ModelConfig, QuantConfig | None, 
         return ModelConfig.model_validate(meta), None, None
     quant = QuantConfig.model_validate(meta["quant"]) if meta.get("quant") else None
     return ModelConfig.model_validate(meta["model"]), quant, meta.get("packing")
+
+
+PROMPT_FORMATS = ("chat", "plain")
+
+
+def read_prompt_format(path: str | Path) -> str:
+    """How the model in the folder expects its prompts: "chat" (through its chat template, as an
+    instruct model) or "plain" (bare text). A fine-tune on bare prompts keeps its base model's
+    chat template but answers bare prompts (ringbit.train.sft records "plain"), so the template
+    alone cannot tell; without the record: "chat" when the folder has a template."""
+    meta = json.loads((Path(path) / CONFIG).read_text())
+    recorded = meta.get("prompt_format") if isinstance(meta, dict) else None
+    if recorded in PROMPT_FORMATS:
+        return recorded
+    return "chat" if read_tokenizer_config(path).get("chat_template") else "plain"
 
 
 def load_weights(model: torch.nn.Module, file: str | Path) -> None:

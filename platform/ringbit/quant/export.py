@@ -68,7 +68,7 @@ def export_packed(
     src: str | Path, out: str | Path, ternary_format: str = "i2", high_precision: str = "float32"
 ) -> dict[str, Any]:
     """Read a BitLinear model folder, write the packed folder; return the size report."""
-    from ringbit.models.io import TOKENIZER, load_model_dir, read_tokenizer_config, write_model_dir
+    from ringbit.models.io import TOKENIZER, load_model_dir, read_prompt_format, read_tokenizer_config, write_model_dir
 
     if high_precision not in HIGH_PRECISION:
         raise ValueError(f"high_precision {high_precision!r}: choose one of {sorted(HIGH_PRECISION)}")
@@ -80,7 +80,8 @@ def export_packed(
     fmt = format_for(model.quant.weight_bits, ternary_format).name
     write_model_dir(out, model, (Path(src) / TOKENIZER).read_text(),
                     packing={"format": fmt, "high_precision": high_precision},
-                    tokenizer_config=read_tokenizer_config(src))  # chat template, eos
+                    tokenizer_config=read_tokenizer_config(src),  # chat template, eos
+                    prompt_format=read_prompt_format(src))
     report = size_report(reference, model)
     report.update(format=fmt, weight_bits=model.quant.weight_bits,
                   files_bytes=sum(f.stat().st_size for f in Path(out).iterdir()))

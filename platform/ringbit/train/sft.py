@@ -145,8 +145,9 @@ def run_sft_training(config: dict[str, Any], launcher) -> None:
             from ringbit.models.lora import merge_lora_state
 
             weights = merge_lora_state(weights, cfg.lora.alpha / cfg.lora.r)
+        # Trained on bare prompts: served models are asked without the base's chat template.
         save_model_dir(folder, mcfg, weights, (base / "tokenizer.json").read_text(),
-                       quant=quant, tokenizer_config=read_tokenizer_config(base))
+                       quant=quant, tokenizer_config=read_tokenizer_config(base), prompt_format="plain")
 
     t = cfg.train
     micro, accum = t.micro_batch_size, t.global_batch_size // (t.micro_batch_size * world)
