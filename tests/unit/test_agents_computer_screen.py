@@ -217,6 +217,7 @@ def test_browser_health_watches_chromedriver_and_the_browser_not_its_helpers():
     without `--type=` (chromedriver, the browser itself) decide whether the browser is healthy."""
     import subprocess
     import sys
+    import time
 
     import psutil
 
@@ -227,6 +228,9 @@ def test_browser_health_watches_chromedriver_and_the_browser_not_its_helpers():
     helper = subprocess.Popen([*sleep, "--type=renderer"])
     try:
         procs = [psutil.Process(main.pid), psutil.Process(helper.pid)]
+        deadline = time.monotonic() + 30  # until both have exec'd: a fork shows its parent's command line
+        while not all("time.sleep(60)" in " ".join(p.cmdline()) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [p.pid for p in _vital(procs)] == [main.pid]
         helper.kill()
         helper.wait()
