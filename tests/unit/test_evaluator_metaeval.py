@@ -67,6 +67,36 @@ def test_unparsed_reports_count_as_failures_not_as_perfect_scores():
     assert correlations([-10, 0, -1, 0], gold)["kendall_tau"] != out["kendall_tau"]
 
 
+def test_explanation_agreement_compares_reported_and_injected_error_spans(tmp_path):
+    from ringbit.data.corpus import builtin_documents
+    from ringbit.evaluator.metaeval import explanation_agreement, spans_overlap
+
+    ref, cand = "The cat sat on the mat today.", "The dog sat on mat today."
+    assert spans_overlap('"dog sat"', "dog", cand, ref)            # quotes stripped, characters shared
+    assert not spans_overlap("today", "dog", cand, ref)
+    assert spans_overlap("the mat", "the", cand, ref)              # an omission: found in the reference
+    assert not spans_overlap("horse", "dog", cand, ref)            # a location in neither text
+    segments = [Segment(ref, cand, -6.0, errors=[{"location": "dog"}, {"location": "the"}]),
+                Segment(ref, ref, 0.0, errors=[]),                  # no error injected
+                Segment(ref, cand, -6.0, errors=[{"location": "dog"}]),
+                Segment(ref, cand, -5.0)]                           # human-score data: no spans
+    results = [{"parsed": True, "score": -6.0, "errors": [{"location": "dog"}, {"location": "today"}]},
+               {"parsed": True, "score": -1.0, "errors": [{"location": "cat"}]},   # a false alarm
+               {"parsed": False, "score": None, "errors": [{"location": "dog"}]},  # unparsed: not counted
+               {"parsed": True, "score": -5.0, "errors": [{"location": "dog"}]}]
+    out = explanation_agreement(results, segments)
+    assert (out["spans_reported"], out["spans_injected"]) == (3, 2)
+    assert out["span_precision"] == pytest.approx(1 / 3) and out["span_recall"] == pytest.approx(1 / 2)
+    assert math.isnan(explanation_agreement(results[3:], segments[3:])["span_precision"])
+    # synthetic JSONL carries the injected errors; the gold report's own locations agree with them
+    examples = make_examples(builtin_documents("builtin:python-topics"), 40, seed=3)
+    read = read_segments(write_jsonl(examples, tmp_path / "s.jsonl"))
+    assert [len(s.errors) for s in read] == [len(e.errors) for e in examples]
+    gold_reports = [{"parsed": True, "score": e.score, "errors": [x.to_dict() for x in e.errors]} for e in examples]
+    agree = explanation_agreement(gold_reports, read)
+    assert agree["span_precision"] == agree["span_recall"] == 1.0
+
+
 def test_per_system_correlations_and_the_string_baselines(tmp_path):
     from ringbit.evaluator.metaeval import agreement, run_meta_eval, string_metric_results
 

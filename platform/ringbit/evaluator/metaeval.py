@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Segment:
     source: str | None = None
     task: str = "zh-en"
     system: str = ""
+    errors: list[dict[str, Any]] | None = field(default=None, compare=False)  # synthetic: the injected ones
 
     def item(self) -> dict[str, Any]:
         item = {"reference": self.reference, "candidate": self.candidate, "task": self.task}
@@ -60,7 +61,8 @@ def read_segments(path: str | Path, task: str = "zh-en") -> list[Segment]:
             row = json.loads(line)
             try:
                 segments.append(Segment(row["reference"], row["candidate"], float(row["score"]),
-                                        row.get("source"), row.get("task", task), row.get("system", "")))
+                                        row.get("source"), row.get("task", task), row.get("system", ""),
+                                        row.get("errors") if isinstance(row.get("errors"), list) else None))
             except KeyError as exc:
                 raise ValueError(f"{path}:{n}: missing field {exc.args[0]!r}") from None
         return segments
@@ -126,6 +128,47 @@ def agreement(results: list[dict[str, Any]], gold: list[float],
             name: correlations([p for p, s in zip(predicted, systems) if s == name],
                                [g for g, s in zip(gold, systems) if s == name]) for name in names}
     return out
+
+
+def _span(text: str, piece: str) -> tuple[int, int] | None:
+    piece = piece.strip().strip('"').strip()
+    at = text.find(piece) if piece else -1
+    return (at, at + len(piece)) if at >= 0 else None
+
+
+def spans_overlap(predicted: str, injected: str, candidate: str, reference: str) -> bool:
+    """Whether a reported error location and an injected one cover common characters of the
+    candidate (or, for an omission, whose words are only in the reference, of the reference)."""
+    for text in (candidate, reference):
+        a, b = _span(text, predicted), _span(text, injected)
+        if a and b and a[0] < b[1] and b[0] < a[1]:
+            return True
+    return False
+
+
+def explanation_agreement(results: list[dict[str, Any]], segments: list["Segment"]) -> dict[str, float]:
+    """Explanation agreement on synthetic data (the issue's check; InstructScore, arXiv 2305.14282,
+    judges its explanations' precision with GPT-4 instead): over segments with a parsed report and known
+    injected errors, `span_precision` is the share of reported errors whose location overlaps an
+    injected error's, `span_recall` the share of injected errors some reported location overlaps.
+    NaN when no segment carries injected errors (human-score data)."""
+    hits_p = n_p = hits_r = n_r = 0
+    for seg, r in zip(segments, results):
+        if seg.errors is None or not (r.get("parsed", True) and r.get("score") is not None):
+            continue
+        predicted = [str(e.get("location") or "") for e in r.get("errors") or []]
+        injected = [str(e.get("location") or "") for e in seg.errors]
+
+        def overlap(a: str, b: str) -> bool:
+            return spans_overlap(a, b, seg.candidate, seg.reference)
+
+        n_p += len(predicted)
+        hits_p += sum(any(overlap(p, g) for g in injected) for p in predicted)
+        n_r += len(injected)
+        hits_r += sum(any(overlap(p, g) for p in predicted) for g in injected)
+    return {"span_precision": hits_p / n_p if n_p else math.nan,
+            "span_recall": hits_r / n_r if n_r else math.nan,
+            "spans_reported": n_p, "spans_injected": n_r}
 
 
 def string_metric_results(segments: list[Segment], metric: str, progress=None) -> list[dict[str, Any]]:
@@ -248,6 +291,8 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
     gold = [s.gold for s in segments]
     stats = {**agreement(results, gold, [s.system for s in segments]),
              "segments_per_s": len(segments) / max(seconds, 1e-9), "metric": metric}
+    if metric == "evaluator" and any(s.errors is not None for s in segments):
+        stats.update(explanation_agreement(results, segments))
     predicted = predictions(results)[0]
     uri = tracking.resolve_tracking_uri(mlflow_uri)
     client = MlflowClient(uri)
@@ -259,8 +304,9 @@ def run_meta_eval(segments: list[Segment], evaluator_url: str, data: str | Path,
                                           "evaluator_url": evaluator_url if metric == "evaluator" else "",
                                           **(selection or {})})
         for key in ("kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed", "pearson_parsed",
-                    "segments_per_s"):
-            client.log_metric(rid, key, stats[key])
+                    "segments_per_s", "span_precision", "span_recall"):
+            if key in stats:
+                client.log_metric(rid, key, stats[key])
         for system, sub in stats.get("per_system", {}).items():
             for key in ("kendall_tau", "pearson"):
                 client.log_metric(rid, f"{key}.{system}", sub[key])
