@@ -121,6 +121,9 @@ def test_meta_evaluation_job_logs_correlations_and_a_scatter_plot(evaluator, pla
     assert (run.data.params["sample"], run.data.params["seed"]) == ("5", "3")
     assert {"kendall_tau", "pearson", "parse_rate", "kendall_tau_parsed"} <= set(run.data.metrics)
     assert run.data.metrics["parse_rate"] == result["parse_rate"] and 0 <= result["parse_rate"] <= 1
+    # synthetic rows carry their injected errors: explanation agreement over the parsed reports
+    assert {"span_precision", "span_recall"} <= set(run.data.metrics)
+    assert result["spans_reported"] >= 0 and result["spans_injected"] >= 0
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"scatter.png", "predictions.jsonl"}
     bad = ringbit("evaluator", "meta-eval", "--data", str(tmp_path / "none.tsv"), env=env)
     assert bad.returncode == 2 and "no such file" in bad.stderr
