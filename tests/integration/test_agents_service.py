@@ -199,3 +199,22 @@ def test_a_prompt_budget_beyond_the_models_context_is_refused_at_deploy(served, 
         assert requests.get(f"{url}/v1/agents/", timeout=30).status_code == 200
     finally:
         ringbit("serve", "down", "agents-big", env=env, timeout=120)
+
+
+def test_a_search_file_the_replica_cannot_read_is_refused_at_deploy(served, platform, tmp_path):
+    """A relative search file is made absolute by `serve up` (it exists where the user runs it);
+    one that exists nowhere fails the deployment naming the file, not the first ReAct run."""
+    url, _ = served
+    env, _, _ = platform
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "applications:\n"
+        "  - name: agents-search\n    route_prefix: /search\n    import_path: serving.agents:app\n"
+        f"    args: {{llm_url: '{url}', search: 'bm25:no/such/passages.jsonl'}}\n")
+    try:
+        up = ringbit("serve", "up", "--config", str(config), "--port", url.rsplit(":", 1)[1], env=env, timeout=300)
+        assert up.returncode == 1, up.stdout + up.stderr
+        line = next(x for x in up.stdout.splitlines() if x.startswith("agents-search"))
+        assert "DEPLOY_FAILED" in line and "no file no/such/passages.jsonl" in line and "absolute path" in line, line
+    finally:
+        ringbit("serve", "down", "agents-search", env=env, timeout=120)

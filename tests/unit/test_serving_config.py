@@ -43,3 +43,15 @@ def test_a_second_llm_app_must_name_an_application_and_is_optional_in_the_builde
     assert llm_url_from_args({"llm_url": "http://h:1"}, "agents", "react_") is None  # ReAct shares llm_url
     with pytest.raises(ValueError, match="needs args.llm_url"):
         llm_url_from_args({}, "agents")
+
+
+def test_a_relative_search_file_becomes_absolute_for_the_replicas(tmp_path, monkeypatch):
+    from ringbit.serving import DEFAULT_CONFIG, load_serve_config
+
+    (tmp_path / "passages.jsonl").write_text('{"text": "x"}\n')
+    monkeypatch.chdir(tmp_path)
+    for spec, expected in (("bm25:passages.jsonl", f"bm25:{tmp_path / 'passages.jsonl'}"),
+                           ("bm25:builtin:python-docs", "bm25:builtin:python-docs"),
+                           ("cache:missing.json", "cache:missing.json")):  # left for the replica to refuse
+        cfg = load_serve_config(DEFAULT_CONFIG, args={"agents.search": spec})
+        assert {a["name"]: a["args"] for a in cfg["applications"]}["agents"]["search"] == expected

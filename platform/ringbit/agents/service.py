@@ -167,6 +167,10 @@ class AgentsServer:
         for which in self.llm_cfgs:
             if problem := self._settle(which):
                 raise ContextTooSmallError(problem)
+        kind, sep, file = search.partition(":")
+        if sep and kind in ("bm25", "cache") and file and not file.startswith("builtin:") and not os.path.exists(file):
+            raise FileNotFoundError(f"search {search!r}: no file {file} (the replica runs in {os.getcwd()}): "
+                                    "give an absolute path, or a path that exists where `ringbit serve up` runs")
         self.browsers, self.cpus_per_browser = browsers, cpus_per_browser
         self.episode_max_s = episode_max_s  # MiniWoB's own 10 s limit counts LLM thinking time
         self.search_spec, self.max_document_chars = search, max_document_chars
