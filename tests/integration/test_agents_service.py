@@ -178,21 +178,28 @@ def test_unreachable_llm_is_503_at_once(served):
     assert time.time() - began < 30  # a clear error, not a hung request
 
 
+def deploy_refused(url: str, env: dict, tmp_path, name: str, args: str) -> str:
+    """Deploy one more agents app (`args` in YAML flow style) that must fail its deployment:
+    `serve up` exits 1; returns its line of the `serve up` output."""
+    config = tmp_path / f"{name}.yaml"
+    config.write_text("applications:\n"
+                      f"  - name: {name}\n    route_prefix: /{name}\n    import_path: serving.agents:app\n"
+                      f"    args: {{llm_url: '{url}', {args}}}\n")
+    up = ringbit("serve", "up", "--config", str(config), "--port", url.rsplit(":", 1)[1], env=env, timeout=300)
+    assert up.returncode == 1, up.stdout + up.stderr
+    line = next(x for x in up.stdout.splitlines() if x.startswith(name))
+    assert "DEPLOY_FAILED" in line, line
+    return line
+
+
 def test_a_prompt_budget_beyond_the_models_context_is_refused_at_deploy(served, platform, tmp_path):
     """prompt_tokens 4000 + 2 x max_tokens 256 exceed the 4096-token model: the app fails its
     deployment with the reason and the args that fit; the other agents apps keep running."""
     url, _ = served
     env, _, _ = platform
-    config = tmp_path / "big.yaml"
-    config.write_text(
-        "applications:\n"
-        "  - name: agents-big\n    route_prefix: /big\n    import_path: serving.agents:app\n"
-        f"    args: {{llm_url: '{url}', prompt_tokens: 4000}}\n")
     try:
-        up = ringbit("serve", "up", "--config", str(config), "--port", url.rsplit(":", 1)[1], env=env, timeout=300)
-        assert up.returncode == 1, up.stdout + up.stderr
-        line = next(x for x in up.stdout.splitlines() if x.startswith("agents-big"))
-        assert "DEPLOY_FAILED" in line and "needs a 4512-token context" in line and "4096-token context" in line
+        line = deploy_refused(url, env, tmp_path, "agents-big", "prompt_tokens: 4000")
+        assert "needs a 4512-token context" in line and "4096-token context" in line
         assert "--set agents-big.prompt_tokens=3584" in line, line
         status = ringbit("serve", "status", env=env, timeout=60)
         assert "needs a 4512-token context" in status.stdout
@@ -206,15 +213,8 @@ def test_a_search_file_the_replica_cannot_read_is_refused_at_deploy(served, plat
     one that exists nowhere fails the deployment naming the file, not the first ReAct run."""
     url, _ = served
     env, _, _ = platform
-    config = tmp_path / "search.yaml"
-    config.write_text(
-        "applications:\n"
-        "  - name: agents-search\n    route_prefix: /search\n    import_path: serving.agents:app\n"
-        f"    args: {{llm_url: '{url}', search: 'bm25:no/such/passages.jsonl'}}\n")
     try:
-        up = ringbit("serve", "up", "--config", str(config), "--port", url.rsplit(":", 1)[1], env=env, timeout=300)
-        assert up.returncode == 1, up.stdout + up.stderr
-        line = next(x for x in up.stdout.splitlines() if x.startswith("agents-search"))
-        assert "DEPLOY_FAILED" in line and "no file no/such/passages.jsonl" in line and "absolute path" in line, line
+        line = deploy_refused(url, env, tmp_path, "agents-search", "search: 'bm25:no/such/passages.jsonl'")
+        assert "no file no/such/passages.jsonl" in line and "absolute path" in line, line
     finally:
         ringbit("serve", "down", "agents-search", env=env, timeout=120)
