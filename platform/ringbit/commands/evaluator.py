@@ -91,7 +91,9 @@ def evaluator_meta_eval(
     typer.echo(f"{metric}: parsed {result['parse_rate']:.1%} (unparsed reports count as the worst score; "
                f"parsed only: tau {result['kendall_tau_parsed']:.4f}), {result['segments_per_s']:.1f} "
                f"segments/s; MLflow run {result['mlflow_run']}")
-    if "span_precision" in result:  # synthetic data: do the reported error locations match the injected?
+    if "span_precision" in result and not result["spans_injected"]:
+        typer.echo("explanation agreement: no parsed report of a segment with injected errors to compare")
+    elif "span_precision" in result:  # synthetic data: do the reported error locations match the injected?
         typer.echo(f"explanation agreement: {result['span_precision']:.1%} of {result['spans_reported']} reported "
                    f"error locations overlap an injected error; {result['span_recall']:.1%} of "
                    f"{result['spans_injected']} injected errors found")
