@@ -65,12 +65,6 @@ def load_serve_config(path: Path, models: dict[str, str] | None = None,
     http = config.get("http_options", {})
     for app in apps.values():
         args = app.setdefault("args", {})
-        # a search file named relative to where the user runs `serve up` (bm25:../shared/…); the
-        # replicas run elsewhere, so they get the absolute path
-        kind, sep, file = str(args.get("search", "")).partition(":")
-        if sep and kind in ("bm25", "cache") and file and not file.startswith("builtin:") \
-                and not Path(file).is_absolute() and Path(file).exists():
-            args["search"] = f"{kind}:{Path(file).resolve()}"
         if ("model" in args or "mlflow_experiment" in args) and tracking_uri:
             args.setdefault("tracking_uri", tracking_uri)
         for key in [k for k in args if k == "llm_app" or k.endswith("_llm_app")]:

@@ -46,12 +46,14 @@ def test_a_second_llm_app_must_name_an_application_and_is_optional_in_the_builde
 
 
 def test_a_relative_search_file_becomes_absolute_for_the_replicas(tmp_path, monkeypatch):
-    from ringbit.serving import DEFAULT_CONFIG, load_serve_config
+    """The agents app's builder (run by `serve up`, in the user's directory) resolves its search file."""
+    from ringbit.agents.react.tools import absolute_search, search_file
 
     (tmp_path / "passages.jsonl").write_text('{"text": "x"}\n')
     monkeypatch.chdir(tmp_path)
     for spec, expected in (("bm25:passages.jsonl", f"bm25:{tmp_path / 'passages.jsonl'}"),
                            ("bm25:builtin:python-docs", "bm25:builtin:python-docs"),
                            ("cache:missing.json", "cache:missing.json")):  # left for the replica to refuse
-        cfg = load_serve_config(DEFAULT_CONFIG, args={"agents.search": spec})
-        assert {a["name"]: a["args"] for a in cfg["applications"]}["agents"]["search"] == expected
+        assert absolute_search(spec) == expected
+    assert (search_file("bm25:builtin:python-docs"), search_file("cache"), search_file("cache:a.json")) == \
+        (None, None, "a.json")

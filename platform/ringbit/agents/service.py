@@ -167,8 +167,9 @@ class AgentsServer:
         for which in self.llm_cfgs:
             if problem := self._settle(which):
                 raise ContextTooSmallError(problem)
-        kind, sep, file = search.partition(":")
-        if sep and kind in ("bm25", "cache") and file and not file.startswith("builtin:") and not os.path.exists(file):
+        from ringbit.agents.react.tools import search_file
+
+        if (file := search_file(search)) and not os.path.exists(file):
             raise FileNotFoundError(f"search {search!r}: no file {file} (the replica runs in {os.getcwd()}): "
                                     "give an absolute path, or a path that exists where `ringbit serve up` runs")
         self.browsers, self.cpus_per_browser = browsers, cpus_per_browser
@@ -454,7 +455,11 @@ def build_agents_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (`import_path: serving.agents:app`)."""
     from ringbit.serving import llm_url_from_args
 
+    from ringbit.agents.react.tools import absolute_search
+
     llm_url = llm_url_from_args(args, "agents")
+    if "search" in args:  # the builder runs where `ringbit serve up` runs: a relative file is found here
+        args = {**args, "search": absolute_search(str(args["search"]))}
     keys = ("model", "api", "api_key_env", "timeout_s", "browsers", "cpus_per_browser", "episode_max_s", "search",
             "max_concurrent_runs", "max_runs_kept", "max_document_chars", "mlflow_experiment", "tracking_uri",
             "prompt_tokens", "max_tokens", "react_model", "react_api")

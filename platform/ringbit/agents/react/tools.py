@@ -213,6 +213,21 @@ def load_tools(spec: Mapping[str, str]) -> dict[str, Tool]:
     return tools
 
 
+def search_file(spec: str) -> str | None:
+    """The file a search spec names (bm25:FILE, cache:FILE); None for the built-in corpora and bare "cache"."""
+    kind, _, path = spec.partition(":")
+    return path if kind in ("bm25", "cache") and path and not path.startswith("builtin:") else None
+
+
+def absolute_search(spec: str) -> str:
+    """`spec` with its file made absolute when it exists relative to the working directory: a
+    Serve replica runs elsewhere than the `ringbit serve up` that named it (bm25:../shared/…)."""
+    file = search_file(spec)
+    if file is None or Path(file).is_absolute() or not Path(file).exists():
+        return spec
+    return f"{spec.partition(':')[0]}:{Path(file).resolve()}"
+
+
 def search_tool(spec: str, trajectories: str | Path | None = None) -> Tool:
     """One search tool from a spec string (evaluation configs and the Serve app use these):
     - "cache" / "cache:FILE": recorded results; FILE is a query->result cache or FireAct
