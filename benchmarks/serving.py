@@ -2,13 +2,15 @@
 concurrency 1, 8 and 32, with and without dynamic batching, in the same run.
 
     ringbit up && python benchmarks/serving.py [--seconds 10] [--port 8011]
+    python benchmarks/serving.py --model models:/smollm2-instructscore@current --endpoints /v1/evaluate
 
 Deploys, on the local platform's Ray, the same model twice behind the LM service — once with
 @serve.batch up to --max-batch-size requests (16), once with batches of 1 — and an evaluator in
-front of each. The
-model is the demo's shape (1.4M parameters, random weights: speed, not quality, is measured) with
-a 512-token context so InstructScore prompts fit. Prints a table, writes
-benchmarks/results/serving.json and logs it to MLflow (experiment ringbit-benchmarks).
+front of each. The default model is the demo's shape (1.4M parameters, random weights: speed, not
+quality, is measured) with a 512-token context so InstructScore prompts fit; --model takes any
+model reference the LM service takes (a registry model, a run, a folder), e.g. the fine-tuned
+SmolLM2 evaluator, whose reports run to a few hundred tokens. Prints a table, writes
+benchmarks/results/serving.json (or --out) and logs it to MLflow (experiment ringbit-benchmarks).
 """
 
 from __future__ import annotations
@@ -49,18 +51,17 @@ def make_model(out: Path) -> Path:
     return save_model_dir(out, cfg, Transformer(cfg).state_dict(), tok.to_str())
 
 
-def deploy(model: Path, port: int, max_batch_size: int) -> str:
+def deploy(model: str, port: int, max_batch_size: int, eval_args: dict) -> str:
     from ringbit import serving
 
     apps = []
     for mode, batch in (("batched", max_batch_size), ("unbatched", 1)):
         apps.append({"name": f"bench-lm-{mode}", "route_prefix": f"/{mode}", "import_path": "serving.lm:app",
-                     "args": {"model": str(model), "max_batch_size": batch, "batch_wait_timeout_s": 0.02,
+                     "args": {"model": model, "max_batch_size": batch, "batch_wait_timeout_s": 0.02,
                               "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0.5}}})
         apps.append({"name": f"bench-eval-{mode}", "route_prefix": f"/{mode}-eval",
                      "import_path": "serving.evaluator:app",
-                     # max_input_chars sized to the 512-token model (checked at deploy time)
-                     "args": {"llm_app": f"bench-lm-{mode}", "max_new_tokens": 16, "max_input_chars": 300}})
+                     "args": {"llm_app": f"bench-lm-{mode}", **eval_args}})
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump({"http_options": {"host": "127.0.0.1", "port": port}, "applications": apps}, f)
     config = serving.load_serve_config(Path(f.name), port=port)
@@ -81,10 +82,13 @@ def load(url: str, body: dict, concurrency: int, seconds: float) -> dict:
         session = requests.Session()
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            r = session.post(url, json=body, timeout=300)
+            try:  # a real model's report takes tens of seconds; a queue of them, minutes
+                ok = session.post(url, json=body, timeout=1800).status_code == 200
+            except requests.RequestException:
+                ok = False
             dt = time.perf_counter() - t
             with lock:
-                if r.status_code == 200:
+                if ok:
                     latencies.append(dt)
                 else:
                     errors[0] += 1
@@ -109,6 +113,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8011, help="Serve HTTP port for the benchmark apps")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--max-batch-size", type=int, default=16, help="@serve.batch size of the batched apps")
+    ap.add_argument("--model", default=None,
+                    help="model to serve (models:/NAME@ALIAS, a run id, a folder); default: a random "
+                         "1.4M-parameter model of the demo's shape with a 512-token context")
+    ap.add_argument("--endpoints", nargs="+", default=["/v1/completions", "/v1/evaluate"],
+                    choices=["/v1/completions", "/v1/evaluate"], help="endpoints to measure")
+    ap.add_argument("--eval-max-new-tokens", type=int, default=None,
+                    help="report tokens the evaluator asks for (default 16 for the random model, "
+                         "400 for --model: the longest synthetic InstructScore report is 382 tokens)")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/serving.json"))
     args = ap.parse_args()
 
@@ -121,19 +133,26 @@ def main() -> None:
     ray.init(address=PlatformSettings.from_env().ray_address, namespace="serve", log_to_driver=False,
              logging_level="ERROR")
     rows = []
+    if args.model:
+        # a real model's context holds the evaluator's default input cap; reports are long
+        eval_args = {"max_new_tokens": args.eval_max_new_tokens or 400, "api": "auto"}
+    else:  # max_input_chars sized to the 512-token model (checked at deploy time)
+        eval_args = {"max_new_tokens": args.eval_max_new_tokens or 16, "max_input_chars": 300}
     with tempfile.TemporaryDirectory() as tmp:
-        base = deploy(make_model(Path(tmp) / "model"), args.port, args.max_batch_size)
+        model = args.model or str(make_model(Path(tmp) / "model"))
+        base = deploy(model, args.port, args.max_batch_size, eval_args)
         try:
             endpoints = {
                 "/v1/completions": ("{mode}/v1/completions",
                                     {"prompt": "The for statement", "max_tokens": 16, "temperature": 0}),
                 "/v1/evaluate": ("{mode}-eval", EVAL_ITEM),
             }
+            endpoints = {k: v for k, v in endpoints.items() if k in args.endpoints}
             for endpoint, (path, body) in endpoints.items():
                 for c in args.concurrency:
                     for mode in ("unbatched", "batched"):
                         url = f"{base}/{path.format(mode=mode)}"
-                        load(url, body, min(c, 4), 1.0)  # warm-up
+                        load(url, body, 1 if args.model else min(c, 4), 1.0)  # warm-up
                         r = {"endpoint": endpoint, "concurrency": c, "batching": mode,
                              **load(url, body, c, args.seconds)}
                         rows.append(r)
@@ -144,7 +163,7 @@ def main() -> None:
             serving.shutdown([a for a in serving.status() if a.startswith("bench-")])
 
     summary = {}
-    for endpoint in ("/v1/completions", "/v1/evaluate"):
+    for endpoint in args.endpoints:
         for c in args.concurrency:
             b, u = (next(r for r in rows if r["endpoint"] == endpoint and r["concurrency"] == c
                          and r["batching"] == m) for m in ("batched", "unbatched"))
@@ -156,7 +175,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "ratios": summary, "seconds": args.seconds,
-                               "max_batch_size": args.max_batch_size}, indent=2))
+                               "max_batch_size": args.max_batch_size, "model": args.model or "random-demo-shape",
+                               "evaluator": eval_args}, indent=2))
     print(f"wrote {out}")
 
     from ringbit.tracking import log_benchmark_run
@@ -167,7 +187,9 @@ def main() -> None:
         metrics.update({f"{key}.req_per_s": r["req_per_s"], f"{key}.p50_ms": r["p50_ms"],
                         f"{key}.p99_ms": r["p99_ms"]})
     log_benchmark_run("serving", {"seconds": args.seconds, "concurrency": args.concurrency,
-                                  "max_batch_size": args.max_batch_size}, metrics, [out])
+                                  "max_batch_size": args.max_batch_size, "model": args.model or "random-demo-shape",
+                                  "endpoints": args.endpoints, **{f"evaluator.{k}": v for k, v in eval_args.items()}},
+                      metrics, [out])
 
 
 if __name__ == "__main__":

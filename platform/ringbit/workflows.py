@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ringbit.agents.computer.config import ComputerEvalConfig, with_resolved_tasks
+from ringbit.agents.computer.config import ComputerDemosConfig, ComputerEvalConfig, with_resolved_tasks
 from ringbit.agents.memwalker_config import MemWalkerEvalConfig
 from ringbit.agents.react.config import ReactEvalConfig, ReactFinetuneConfig
 from ringbit.config import ConfigError, StrictModel, load_config
@@ -60,6 +60,10 @@ WORKFLOWS: dict[str, Workflow] = {
                               "ringbit.agents.evaluation:run_computer_eval",
                               "evaluate the computer-control agent on MiniWoB++.",
                               preflight=with_resolved_tasks, unit="episodes"),
+    "computer-demos": Workflow(ComputerDemosConfig, "jobs/computer_demos.py",
+                               "ringbit.agents.computer_demos:run_computer_demos",
+                               "record computer-control demonstrations with scripted MiniWoB++ solvers.",
+                               preflight=with_resolved_tasks, unit="episodes"),
     "eval-react": Workflow(ReactEvalConfig, "jobs/eval_react_agent.py",
                            "ringbit.agents.evaluation:run_react_eval",
                            "evaluate a ReAct agent on HotpotQA questions.", unit="questions"),

@@ -137,6 +137,27 @@ def test_computer_eval_job_on_two_browsers(served):
     assert {"trajectories.jsonl", "results.csv", "success_by_trial.png"} <= set(names)
 
 
+@needs_chromium
+def test_computer_demos_job_records_examples_in_the_agents_format(platform):
+    from ringbit.agents.computer.demos import check_example
+
+    env, client, _ = platform
+    proc = ringbit("agents", "demos", "computer", "--tasks", "click-button,login-user", "--seeds", "1000-1001",
+                   "--browsers", "2", "--name", "t-demos", "--set", "cpus_per_browser=0.25", *COMMON,
+                   env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = finished_run(client, "t-demos")
+    m = run.data.metrics
+    assert m["episodes"] == 8 and m["plan_usable_rate"] == 1.0 and m["errors"] == 0
+    rows = artifact_rows(client, run.info.run_id, "demos.jsonl")
+    assert len(rows) == m["examples"] == m["plan_examples"] + m["reflection_examples"]
+    assert {(r["task"], r["seed"]) for r in rows if r["kind"] == "plan"} == {
+        (t, s) for t in ("click-button", "login-user") for s in (1000, 1001)}
+    for row in rows:
+        check_example(row)
+    assert "yield_by_task.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
 def test_unreachable_llm_fails_the_job_clearly(served):
     env, _, _, _ = served
     proc = ringbit("agents", "eval", "memwalker", "--docs", "1", "--words", "200",

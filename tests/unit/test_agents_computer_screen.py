@@ -239,3 +239,10 @@ def test_browser_health_watches_chromedriver_and_the_browser_not_its_helpers():
         main.kill()
         helper.kill()
         main.wait()
+
+
+def test_drop_down_lists_are_shown_with_their_options():
+    select = {"ref": 4, "tag": "select", "text": "", "left": [2.0], "top": [57.0], "width": [150.0],
+              "height": [19.0], "classes": "", "value": "", "flags": [0, 0, 0, 0]}  # not a leaf
+    lines = format_screen([select], options={4: ["Ann", 'Bo "B"']})
+    assert lines == ['<select id=4 options="Ann | Bo \'B\'" pos="top center"></select>']

@@ -29,7 +29,8 @@ def test_shipped_finetune_config_is_valid():
     assert cfg.mlflow.registered_model == "ringbit-instructscore" and cfg.max_seq_len >= 256
 
 
-AGENT_CONFIGS = {"agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
+AGENT_CONFIGS = {"agents-computer.yaml": "eval-computer", "agents-computer-demos.yaml": "computer-demos",
+                 "agents-react.yaml": "eval-react",
                  "agents-memwalker.yaml": "eval-memwalker", "finetune-react.yaml": "finetune-react"}
 
 

@@ -29,7 +29,7 @@ SHIPPED = {
     "finetune-evaluator-smollm2.yaml": "finetune-evaluator", "finetune-evaluator-smollm2-lora.yaml": "finetune-evaluator",
     "finetune-react-smollm2.yaml": "finetune-react", "finetune-react-smollm2-lora.yaml": "finetune-react",
     "agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
-    "agents-memwalker.yaml": "eval-memwalker",
+    "agents-memwalker.yaml": "eval-memwalker", "agents-computer-demos.yaml": "computer-demos",
 }
 NEEDS_FIREACT = ("finetune-react.yaml", "agents-react.yaml", "finetune-react-smollm2.yaml", "finetune-react-smollm2-lora.yaml")
 

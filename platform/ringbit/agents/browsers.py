@@ -78,6 +78,21 @@ class BrowserWorker:
         thread.join()
         yield {"type": "result", **outcome["result"]}
 
+    def demonstrate(self, task: str, seed: int, reflection: bool, max_steps: int) -> dict[str, Any]:
+        """One demonstration episode (ringbit.agents.computer.demos.demonstrate) in this browser."""
+        from ringbit.agents.computer.demos import demonstrate
+
+        try:
+            result = demonstrate(self._env_for(task, None), task, seed, reflection=reflection,
+                                 max_steps=max_steps)
+        except Exception as exc:  # the browser failed to start, or a solver broke
+            result = {"task": task, "seed": seed, "kind": "reflection" if reflection else "plan",
+                      "success": False, "usable": False, "examples": [],
+                      "error": f"{type(exc).__name__}: {exc}"}
+        if result.get("error"):  # the browser may be broken: the next episode starts a new one
+            self.close()
+        return result
+
     def pid(self) -> int:
         import os
 
@@ -121,20 +136,42 @@ class BrowserPool:
                     on_event(event)
             raise RuntimeError("the browser actor ended without a result")
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, RuntimeError) as exc:
-            # The actor died (Chromium took the process down, OOM) or hung: replace it.
-            ray.kill(actor)
-            actor = self._remote.remote()
-            self.replaced += 1
+            actor = self._replace(actor)
             return {"task": task, "seed": seed, "success": False, "trials": [],
                     "error": f"browser actor failed: {type(exc).__name__}: {str(exc)[:500]}",
                     "wall_s": time.perf_counter() - began}
         finally:
             self._free.put(actor)
 
-    def run_all(self, episodes: list[dict[str, Any]], on_result: EventFn | None = None) -> list[dict[str, Any]]:
-        """Episodes ({task, seed, llm, trials, max_steps, episode_max_s}) over all actors; results in input order."""
+    def demonstrate(self, task: str, seed: int, reflection: bool = False, max_steps: int = 24,
+                    timeout_s: float = 600) -> dict[str, Any]:
+        """One demonstration episode on a free actor (see BrowserWorker.demonstrate)."""
+        actor = self._free.get()
+        began = time.perf_counter()
+        try:
+            result = ray.get(actor.demonstrate.remote(task, seed, reflection, max_steps), timeout=timeout_s)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            actor = self._replace(actor)
+            result = {"task": task, "seed": seed, "kind": "reflection" if reflection else "plan",
+                      "success": False, "usable": False, "examples": [],
+                      "error": f"browser actor failed: {type(exc).__name__}: {str(exc)[:500]}"}
+        finally:
+            self._free.put(actor)
+        result["wall_s"] = time.perf_counter() - began
+        return result
+
+    def _replace(self, actor: Any) -> Any:
+        """The actor died (Chromium took the process down, OOM) or hung: a new one in its place."""
+        ray.kill(actor)
+        self.replaced += 1
+        return self._remote.remote()
+
+    def run_all(self, episodes: list[dict[str, Any]], on_result: EventFn | None = None,
+                method: str = "run") -> list[dict[str, Any]]:
+        """Episodes (keyword arguments of `method`: run's {task, seed, llm, trials, max_steps,
+        episode_max_s}, or demonstrate's) over all actors; results in input order."""
         def one(ep: dict[str, Any]) -> dict[str, Any]:
-            result = self.run(**ep)
+            result = getattr(self, method)(**ep)
             if on_result:
                 on_result(result)
             return result

@@ -49,6 +49,29 @@ def eval_computer(
     _eval("eval-computer", config, "agents-computer.yaml", opts, overrides, name, address, dry_run, follow_logs)
 
 
+demos_app = typer.Typer(help="Record demonstrations for fine-tuning an agent, as a Ray job; the data in MLflow.",
+                        no_args_is_help=True)
+agents_app.add_typer(demos_app, name="demos")
+
+
+@demos_app.command("computer")
+def demos_computer(
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated MiniWoB++ tasks with a scripted solver (default: all).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Training seeds: 1000-1049, or 1000,1003.")] = None,
+    reflection: Annotated[Optional[bool], typer.Option("--reflection/--no-reflection", help="Also record reflection examples (one spoiled trial each).")] = None,
+    browsers: Annotated[Optional[int], typer.Option(help="Browser actors running episodes in parallel.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-computer-demos.yaml.")] = None,
+    overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
+    dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
+) -> None:
+    """Scripted MiniWoB++ solvers answer the computer-control agent's own planning and reflection
+    prompts on training seeds; the prompts and answers become demos.jsonl in MLflow, per-task yields
+    beside it (the data of the computer-control fine-tune)."""
+    opts = {"tasks": f"[{tasks}]" if tasks else None, "seeds": f"'{seeds}'" if seeds else None,
+            "reflection": None if reflection is None else str(reflection).lower(), "browsers": browsers}
+    _eval("computer-demos", config, "agents-computer-demos.yaml", opts, overrides, name, address, dry_run, follow_logs)
+
+
 @eval_app.command("react")
 def eval_react(
     questions: Annotated[Optional[str], typer.Option(help="FireAct trajectories (gold = finish answers) or JSONL of {question, answer}.")] = None,

@@ -134,8 +134,9 @@ class EvaluatorServer:
 
     def _fix_hint(self, context: int) -> str:
         app = app_name("evaluator")
-        hint = ("serve a model with a longer context (the default config's lm: "
-                "models:/smollm2-135m-instruct@base, 8192 tokens)")
+        # the LM app it asks may be any (the default config's is evaluator-lm), so name none
+        hint = ("serve a model with a longer context at that endpoint (e.g. "
+                "models:/smollm2-135m-instruct@base or a fine-tune of it: 8192 tokens)")
         room = context - self.overhead
         fits = max_input_chars_that_fit(room, self.max_new, self.chars_per_token)
         if fits >= MIN_USEFUL_CHARS:

@@ -1,5 +1,5 @@
-"""The computer-control evaluation job's config (`ringbit agents eval computer`, workflow
-eval-computer).
+"""The computer-control jobs' configs: the evaluation (`ringbit agents eval computer`, workflow
+eval-computer) and the demonstrations (`ringbit agents demos computer`, workflow computer-demos).
 
 Validating it needs no browser stack: task names are checked against the installed MiniWoB++
 (gymnasium, miniwob, selenium) by `with_resolved_tasks` when the workflow starts (the CLI before
@@ -8,9 +8,9 @@ it submits, the job before it runs), with the same error and exit code as any co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from ringbit.agents.config import MAX_SEED, AgentLLMConfig
 from ringbit.config import ConfigError, StrictModel
@@ -33,6 +33,17 @@ def _parse_seeds(value: Any) -> Any:
     return value
 
 
+def _in_range(seeds: list[int]) -> list[int]:
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seeds {bad[:5]} out of range: use 0..{MAX_SEED}")
+    return seeds
+
+
+# Episode seeds as a list, one int, or ranges like "0-9" / "0-4,10".
+SeedList = Annotated[list[int], BeforeValidator(_parse_seeds), AfterValidator(_in_range)]
+
+
 class ComputerEvalConfig(StrictModel):
     """Evaluate the structured-reflection computer-control agent on MiniWoB++ tasks: every
     (task, seed) is one episode of up to `trials` trials, episodes spread over a pool of browsers."""
@@ -41,7 +52,7 @@ class ComputerEvalConfig(StrictModel):
     tasks: list[str] = Field(["click-button", "click-link", "focus-text", "enter-text"], min_length=1,
                              description="MiniWoB++ task names (miniwob/<task>-v1); checked against the installed "
                                          "miniwob when the workflow starts.")
-    seeds: list[int] = Field(list(range(5)), min_length=1, max_length=1000,
+    seeds: SeedList = Field(list(range(5)), min_length=1, max_length=1000,
                              description="Episode seeds (a list, or a range string like 0-9).")
     trials: int = Field(3, ge=1, le=10, description="Trials per episode: reflection between them (paper: up to 5).")
     max_steps: int = Field(12, ge=1, le=100, description="Actions per trial before it counts as failed.")
@@ -53,21 +64,8 @@ class ComputerEvalConfig(StrictModel):
     llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
     mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
 
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seed_ranges(cls, value: Any) -> Any:
-        return _parse_seeds(value)
 
-    @field_validator("seeds")
-    @classmethod
-    def _seed_range(cls, seeds: list[int]) -> list[int]:
-        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
-        if bad:
-            raise ValueError(f"seeds {bad[:5]} out of range: use 0..{MAX_SEED}")
-        return seeds
-
-
-def with_resolved_tasks(cfg: ComputerEvalConfig) -> ComputerEvalConfig:
+def with_resolved_tasks(cfg: Any) -> Any:
     """cfg with every task name checked against the installed MiniWoB++ and made canonical
     ("miniwob/click-button-v1" -> "click-button"); a ConfigError naming `tasks` for an unknown
     one. Imports the browser stack, so it runs when the workflow starts, not at validation."""
@@ -78,3 +76,43 @@ def with_resolved_tasks(cfg: ComputerEvalConfig) -> ComputerEvalConfig:
     except ValueError as exc:
         raise ConfigError(f"tasks: {exc}") from None
     return cfg.model_copy(update={"tasks": tasks})
+
+
+# The tasks the scripted solvers solve (ringbit.agents.computer.solvers.SOLVERS), listed here so
+# that validating a config imports no browser stack; a unit test keeps the two equal.
+SOLVED_TASKS = [
+    "choose-list", "click-button", "click-button-sequence", "click-checkboxes", "click-checkboxes-large",
+    "click-collapsible", "click-dialog", "click-dialog-2", "click-link", "click-option",
+    "click-scroll-list", "click-tab", "click-tab-2", "click-tab-2-hard", "click-test", "click-test-2",
+    "click-widget", "enter-date", "enter-password", "enter-text", "enter-text-2", "enter-text-dynamic",
+    "focus-text", "focus-text-2", "login-user", "navigate-tree", "simple-arithmetic", "unicode-test",
+    "use-spinner",
+]
+
+
+class ComputerDemosConfig(StrictModel):
+    """Record demonstrations for fine-tuning the computer-control agent: the agent runs each
+    (task, seed) episode with a scripted solver as its LLM (ringbit.agents.computer.demos), and
+    the prompts it sent with the solver's answers become supervised examples: plans from episodes
+    solved at the first trial, reflections from episodes with one injected mistake."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
+    tasks: list[str] = Field(default_factory=lambda: list(SOLVED_TASKS), min_length=1,
+                             description="MiniWoB++ tasks with a scripted solver (default: all of them).")
+    seeds: SeedList = Field(list(range(1000, 1020)), min_length=1, max_length=1000,
+                             description="Training seeds (a list, or a range string like 1000-1049); keep them "
+                                         "apart from the evaluation's seeds.")
+    reflection: bool = Field(True, description="Also record a reflection example per (task, seed): the first "
+                                              "trial spoiled by one wrong action, the reflection naming it.")
+    max_steps: int = Field(24, ge=1, le=100, description="Actions per trial before it counts as failed.")
+    browsers: int = Field(2, ge=1, le=32, description="Browser actors (one headless Chromium each, ~400 MiB).")
+    cpus_per_browser: float = Field(0.5, gt=0, le=16, description="Ray CPUs reserved per browser actor.")
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
+
+    @field_validator("tasks")
+    @classmethod
+    def _solved(cls, tasks: list[str]) -> list[str]:
+        unsolved = [t for t in tasks if t not in SOLVED_TASKS]
+        if unsolved:
+            raise ValueError(f"no scripted solver for {unsolved}: tasks with one are {', '.join(SOLVED_TASKS)}")
+        return tasks

@@ -141,6 +141,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
+# (placeholders by ref, refs of selected multi-select options, drop-down options by ref)
+Extras = tuple[dict[int, str], frozenset[int], dict[int, list[str]]]
+
+
 @dataclass
 class Observation:
     """What the agent sees: the instruction, its fields and the DOM elements (miniwob's dicts)."""
@@ -150,17 +154,18 @@ class Observation:
     elements: list[dict[str, Any]]
     placeholders: dict[int, str] = field(default_factory=dict)
     selected: frozenset[int] = frozenset()  # selected options of multi-select lists
+    options: dict[int, list[str]] = field(default_factory=dict)  # drop-down list ref -> options
 
     @classmethod
-    def from_miniwob(cls, obs: dict[str, Any],
-                     extras: tuple[dict[int, str], frozenset[int]] | None = None):
-        placeholders, selected = extras or ({}, frozenset())
+    def from_miniwob(cls, obs: dict[str, Any], extras: Extras | None = None):
+        placeholders, selected, options = extras or ({}, frozenset(), {})
         return cls(str(obs.get("utterance", "")), [tuple(f) for f in obs.get("fields", ())],
-                   list(obs.get("dom_elements", ())), placeholders, selected)
+                   list(obs.get("dom_elements", ())), placeholders, selected, options)
 
     def screen(self, disabled: Collection[int] = ()) -> list[str]:
         """The screen lines (see screen.format_screen) without the `disabled` ids."""
-        return format_screen(self.elements, disabled, self.placeholders, self.selected)
+        return format_screen(self.elements, disabled, self.placeholders, self.selected,
+                             self.options)
 
     def element(self, ref: int) -> dict[str, Any] | None:
         for el in self.elements:
@@ -190,16 +195,19 @@ def _action_config() -> ActionSpaceConfig:
         allowed_keys=ALL_POSSIBLE_KEYS, text_max_len=max(TYPING_MAX_LENGTH, 256))
 
 
-# What miniwob's DOM info leaves out but a user sees: placeholders and selected list options.
-_EXTRAS_JS = """var placeholders = {}, selected = [];
+# What miniwob's DOM info leaves out but a user sees: placeholders, selected list options and
+# the options of drop-down lists (miniwob reports a <select> without its <option>s).
+_EXTRAS_JS = """var placeholders = {}, selected = [], options = {};
 for (var k in core.previousDOMInfo) {
   var e = core.previousDOMInfo[k];
   if (!e) continue;
   if (e.placeholder) placeholders[k] = String(e.placeholder);
   if (e.tagName === 'OPTION' && e.selected && e.parentElement && e.parentElement.multiple)
     selected.push(+k);
+  if (e.tagName === 'SELECT' && !e.multiple)
+    options[k] = Array.prototype.map.call(e.options, function (o) { return o.text; });
 }
-return [placeholders, selected];"""
+return [placeholders, selected, options];"""
 _CENTER_JS = """var e = core.previousDOMInfo[arguments[0]];
 if (!e) return null;
 e.scrollIntoView({block: 'nearest', inline: 'nearest'});
@@ -414,10 +422,11 @@ class MiniWoBEnv:
                           bool(done), info.get("reason"), elapsed)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _extras(self) -> tuple[dict[int, str], frozenset[int]]:
-        placeholders, selected = self.unwrapped.instance.driver.execute_script(_EXTRAS_JS)
+    def _extras(self) -> Extras:
+        placeholders, selected, options = self.unwrapped.instance.driver.execute_script(_EXTRAS_JS)
         return ({int(k): str(v) for k, v in (placeholders or {}).items()},
-                frozenset(int(r) for r in selected or ()))
+                frozenset(int(r) for r in selected or ()),
+                {int(k): [str(o) for o in v] for k, v in (options or {}).items()})
 
     def _modifier(self, action: Action) -> None:
         # WebDriver input state keeps a key pressed across action sequences until it is released,

@@ -55,7 +55,7 @@ def is_leaf(element: Mapping[str, Any]) -> bool:
 
 
 def format_element(element: Mapping[str, Any], placeholder: str | None = None,
-                   selected: bool = False) -> str:
+                   selected: bool = False, options: Sequence[str] | None = None) -> str:
     """One leaf element as one line. Text pseudo-elements (tag "t") get no id: MiniWoB gives
     them a new negative ref on every observation and they cannot be clicked by ref."""
     tag = str(element.get("tag", "")).lower() or "div"
@@ -75,6 +75,8 @@ def format_element(element: Mapping[str, Any], placeholder: str | None = None,
     value = element.get("value")
     if value not in (None, "", False):
         parts.append(f'value="{_attr(str(value))}"')
+    if options:
+        parts.append(f'options="{_attr(" | ".join(options))}"')
     if selected:
         parts.append("selected")
     parts.append(f'pos="{grid_cell(left, top, width, height)}"')
@@ -82,10 +84,11 @@ def format_element(element: Mapping[str, Any], placeholder: str | None = None,
 
 
 def screen_elements(dom_elements: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The visible leaf elements, in document order."""
+    """The visible leaf elements and drop-down lists (whose options miniwob does not report as
+    elements), in document order."""
     out = []
     for el in dom_elements:
-        if not is_leaf(el):
+        if not is_leaf(el) and el.get("tag") != "select":
             continue
         if _visible(_scalar(el["left"]), _scalar(el["top"]), _scalar(el["width"]),
                     _scalar(el["height"])):
@@ -95,16 +98,17 @@ def screen_elements(dom_elements: Iterable[Mapping[str, Any]]) -> list[Mapping[s
 
 def format_screen(dom_elements: Sequence[Mapping[str, Any]], disabled: Collection[int] = (),
                   placeholders: Mapping[int, str] | None = None,
-                  selected: Collection[int] = ()) -> list[str]:
+                  selected: Collection[int] = (),
+                  options: Mapping[int, Sequence[str]] | None = None) -> list[str]:
     """The screen as the planner sees it: one line per visible leaf element, leaving out the
     ids in `disabled` (the paper's action-space constraint after reflection, Sec. 3.3).
     `placeholders` (ref -> text) and `selected` (refs of selected list options) add what
-    miniwob's DOM info does not carry."""
-    placeholders = placeholders or {}
+    miniwob's DOM info does not carry, `options` (ref -> option texts) a drop-down's choices."""
+    placeholders, options = placeholders or {}, options or {}
     lines = []
     for el in screen_elements(dom_elements):
         ref = int(el["ref"])
         if ref in disabled and el.get("tag") != "t":
             continue
-        lines.append(format_element(el, placeholders.get(ref), ref in selected))
+        lines.append(format_element(el, placeholders.get(ref), ref in selected, options.get(ref)))
     return lines
