@@ -210,6 +210,42 @@ def log_and_register_model(
     return f"models:/{registered_name}@{alias}"
 
 
+def _download_once(uri: str, client: MlflowClient) -> Path:
+    """The artifacts at `uri`, downloaded once per immutable version into the platform's cache
+    ($RINGBIT_HOME/cache/…): every replica start and job used to download a fresh copy of the
+    model (~0.5 GB for SmolLM2) into a temporary folder that nothing removed. The folder is
+    published by an atomic rename, so replicas starting together never read a partial copy."""
+    import shutil
+    import uuid
+
+    import mlflow
+
+    parsed = parse_models_uri(uri)
+    if parsed:  # pin the version now: an alias may move while we download
+        name, alias, version = parsed
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        uri = f"models:/{name}/{mv.version}"
+        # the run id tells apart two registries' "version 1" (another server, a recreated store)
+        key = Path("models") / name / f"v{mv.version}-{mv.run_id or mv.creation_timestamp}"
+    else:  # runs:/RUN_ID/PATH: a run's artifacts do not change once logged
+        key = Path("runs") / uri.removeprefix("runs:/").strip("/")
+    home = Path(os.environ.get("RINGBIT_HOME") or "~/.ringbit").expanduser()
+    dest = home / "cache" / key
+    if dest.is_dir():
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.partial"
+        mlflow.artifacts.download_artifacts(uri, dst_path=str(partial))
+    except OSError:  # a read-only home (some containers): a temporary copy as before
+        return Path(mlflow.artifacts.download_artifacts(uri))
+    try:
+        partial.rename(dest)
+    except OSError:  # another replica published it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest
+
+
 def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
     """A local model folder for a path, an MLflow run id, runs:/ or models:/ URI."""
     path = Path(ref).expanduser()
@@ -226,7 +262,7 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
         raise FileNotFoundError(
             f"--model {ref!r} is not a folder, an MLflow run id, runs:/... or models:/name@alias"
         )
-    local = Path(mlflow.artifacts.download_artifacts(uri))
+    local = _download_once(uri, MlflowClient(resolve_tracking_uri(tracking_uri)))
     # A pyfunc model keeps our folder under artifacts/<name>.
     for candidate in (local, local / "artifacts" / "model_dir", *local.glob("artifacts/*")):
         if (candidate / "config.json").is_file():

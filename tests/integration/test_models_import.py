@@ -54,8 +54,9 @@ def logits_of(folder) -> torch.Tensor:
 # ------------------------------------------------------------------------------- good imports
 
 
-def test_import_gguf_registers_a_loadable_model(platform, sources):
+def test_import_gguf_registers_a_loadable_model(platform, sources, tmp_path, monkeypatch):
     env, client, url = platform
+    monkeypatch.setenv("RINGBIT_HOME", str(tmp_path))  # where resolve_model_ref caches downloads
     result, proc = import_json(env, str(sources["gguf"]), "--name", "tiny-gguf")
     assert result["name"] == "tiny-gguf" and result["version"] == 1 and result["uri"] == "models:/tiny-gguf@base"
     for step in ("reading GGUF file", "dequantizing", "writing", "checking", "registering", "registered models:/tiny-gguf@base"):
@@ -72,6 +73,11 @@ def test_import_gguf_registers_a_loadable_model(platform, sources):
         expected = reference(IDS)
     assert torch.equal(logits_of(folder), expected)  # the registered folder is exactly the import
     assert read_tokenizer_config(folder)["chat_template"]
+    # downloaded once per version into the platform's cache, not a new temporary copy per call
+    assert tmp_path / "cache" / "models" / "tiny-gguf" in folder.parents
+    assert resolve_model_ref("models:/tiny-gguf/1", url) == folder
+    versions = list((tmp_path / "cache" / "models" / "tiny-gguf").iterdir())
+    assert len(versions) == 1 and versions[0].name.startswith("v1-")  # no partial copy left
 
     version = client.get_model_version_by_alias("tiny-gguf", "base")
     tags = version.tags
