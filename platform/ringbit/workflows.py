@@ -10,7 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ringbit.agents.computer.config import ComputerDemosConfig, ComputerEvalConfig, with_resolved_tasks
+from ringbit.agents.computer.config import (ComputerDemosConfig, ComputerEvalConfig, ComputerFinetuneConfig,
+                                           with_resolved_tasks)
 from ringbit.agents.memwalker_config import MemWalkerEvalConfig
 from ringbit.agents.react.config import ReactEvalConfig, ReactFinetuneConfig
 from ringbit.config import ConfigError, StrictModel, load_config
@@ -64,6 +65,9 @@ WORKFLOWS: dict[str, Workflow] = {
                                "ringbit.agents.computer_demos:run_computer_demos",
                                "record computer-control demonstrations with scripted MiniWoB++ solvers.",
                                preflight=with_resolved_tasks, unit="episodes"),
+    "finetune-computer": Workflow(ComputerFinetuneConfig, "jobs/finetune_computer.py",
+                                  "ringbit.agents.computer.finetune:run_computer_finetune",
+                                  "fine-tune a model as the computer-control agent on demonstrations."),
     "eval-react": Workflow(ReactEvalConfig, "jobs/eval_react_agent.py",
                            "ringbit.agents.evaluation:run_react_eval",
                            "evaluate a ReAct agent on HotpotQA questions.", unit="questions"),

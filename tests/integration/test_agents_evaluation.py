@@ -137,16 +137,23 @@ def test_computer_eval_job_on_two_browsers(served):
     assert {"trajectories.jsonl", "results.csv", "success_by_trial.png"} <= set(names)
 
 
-@needs_chromium
-def test_computer_demos_job_records_examples_in_the_agents_format(platform):
-    from ringbit.agents.computer.demos import check_example
-
+@pytest.fixture(scope="module")
+def computer_demos(platform):
+    """`ringbit agents demos computer` on two tasks x two training seeds: (CLI process, MLflow run)."""
     env, client, _ = platform
     proc = ringbit("agents", "demos", "computer", "--tasks", "click-button,login-user", "--seeds", "1000-1001",
                    "--browsers", "2", "--name", "t-demos", "--set", "cpus_per_browser=0.25", *COMMON,
                    env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = finished_run(client, "t-demos")
+    return proc, finished_run(client, "t-demos")
+
+
+@needs_chromium
+def test_computer_demos_job_records_examples_in_the_agents_format(platform, computer_demos):
+    from ringbit.agents.computer.demos import check_example
+
+    _, client, _ = platform
+    proc, run = computer_demos
     m = run.data.metrics
     assert m["episodes"] == 8 and m["plan_usable_rate"] == 1.0 and m["errors"] == 0
     rows = artifact_rows(client, run.info.run_id, "demos.jsonl")
@@ -156,6 +163,28 @@ def test_computer_demos_job_records_examples_in_the_agents_format(platform):
     for row in rows:
         check_example(row)
     assert "yield_by_task.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "login-user" in proc.stdout and "reflections" in proc.stdout  # the per-task yield table
+
+
+@needs_chromium
+def test_finetune_computer_job_learns_the_demonstrations(served, computer_demos):
+    env, client, _, model_dir = served
+    _, demos = computer_demos
+    proc = ringbit("submit", "finetune-computer", "-c", "jobs/configs/finetune-computer-smollm2.yaml",
+                   "--name", "t-computer-sft", "--set", f"base_model={model_dir}",
+                   "--set", f"data.demos=runs:/{demos.info.run_id}/demos.jsonl", "--set", "data.val_fraction=0.25",
+                   "--set", "max_seq_len=4096", "--set", "train.max_steps=4", "--set", "train.eval_interval=2",
+                   "--set", "train.checkpoint_interval=4", "--set", "train.warmup_steps=1",
+                   "--set", "train.lr=3e-3", "--set", "train.micro_batch_size=1", "--set", "train.global_batch_size=2",
+                   "--set", "mlflow.experiment=ringbit-tests-agents", "--set", "workers.cpus_per_worker=0.5",
+                   "--set", "mlflow.registered_model=tiny-computer-agent", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = client.get_experiment_by_name("ringbit-tests-agents")
+    run = client.search_runs([exp.experiment_id], "tags.`ringbit.job_name` = 't-computer-sft'")[0]
+    assert run.info.status == "FINISHED"
+    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
+    assert [s for s, _ in ppl] == [2, 4] and ppl[1][1] < ppl[0][1], ppl
+    assert client.get_model_version_by_alias("tiny-computer-agent", "current").run_id == run.info.run_id
 
 
 def test_unreachable_llm_fails_the_job_clearly(served):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from ringbit.agents.computer.actions import Action
-from ringbit.agents.computer.config import SOLVED_TASKS, ComputerDemosConfig
+from ringbit.agents.computer.config import SOLVED_TASKS, ComputerDemosConfig, ComputerFinetuneConfig
 from ringbit.agents.computer.demos import Teacher, check_example, prompt_history, wrong_action
 from ringbit.agents.computer.env import Observation
 from ringbit.agents.computer.prompts import planning_prompt, reflection_prompt
@@ -102,3 +102,46 @@ def test_check_example_refuses_what_the_agent_could_not_parse():
         check_example({"kind": "plan", "completion": "click the login button"})
     with pytest.raises(ValueError, match="not a reflection"):
         check_example({"kind": "reflection", "completion": "I clicked the wrong thing."})
+
+
+def demo_rows(n_episodes: int) -> list[dict]:
+    rows = []
+    for seed in range(n_episodes):
+        rows += [{"task": "click-button", "seed": seed, "kind": "plan", "prompt": f"p{seed}", "completion": "click id=5"},
+                 {"task": "click-button", "seed": seed, "kind": "reflection", "prompt": f"r{seed}",
+                  "completion": "For action index=0, you should click id=5."}]
+    return rows
+
+
+def test_demonstrations_are_split_by_whole_episodes():
+    from ringbit.agents.computer.finetune import split_demos
+
+    train, val = split_demos(demo_rows(10), 0.2, seed=0)
+    assert len(val) == 4 and len(train) == 16  # 2 of 10 episodes, both examples of each
+    assert not {r["seed"] for r in train} & {r["seed"] for r in val}
+    assert split_demos(demo_rows(10), 0.2, seed=0) == (train, val)  # seeded
+    with pytest.raises(ValueError, match="too few"):
+        split_demos(demo_rows(1), 0.5, seed=0)
+
+
+def test_demos_file_is_read_and_checked(tmp_path):
+    import json
+
+    from ringbit.agents.computer.finetune import demos_uri, read_demos
+
+    path = tmp_path / "demos.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in demo_rows(2)))
+    assert len(read_demos(str(path))) == 4
+    assert demos_uri(str(path), "ringbit-agents") == str(path)  # files and runs:/ URIs pass as they are
+    bad = {"task": "t", "seed": 0, "kind": "plan", "prompt": "p", "completion": "press the button"}
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="line 1"):
+        read_demos(str(path))
+
+
+def test_finetune_config_checks_a_demos_file_but_not_a_run(tmp_path):
+    base = {"base_model": "models:/smollm2-135m-instruct@base"}
+    with pytest.raises(ValidationError, match="data.demos: no file"):
+        ComputerFinetuneConfig(**base, data={"demos": str(tmp_path / "missing.jsonl")})
+    for ref in ("computer-demos", "runs:/0123abcd/demos.jsonl"):  # resolved in MLflow when the job starts
+        assert ComputerFinetuneConfig(**base, data={"demos": ref}).data.demos == ref

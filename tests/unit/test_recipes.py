@@ -30,6 +30,7 @@ SHIPPED = {
     "finetune-react-smollm2.yaml": "finetune-react", "finetune-react-smollm2-lora.yaml": "finetune-react",
     "agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
     "agents-memwalker.yaml": "eval-memwalker", "agents-computer-demos.yaml": "computer-demos",
+    "finetune-computer-smollm2.yaml": "finetune-computer", "finetune-computer-smollm2-lora.yaml": "finetune-computer",
 }
 NEEDS_FIREACT = ("finetune-react.yaml", "agents-react.yaml", "finetune-react-smollm2.yaml", "finetune-react-smollm2-lora.yaml")
 

@@ -50,6 +50,18 @@ def to_tensors(rows: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tenso
     return ids, labels
 
 
+def _files_stamp(data_cfg: Any) -> list[Any]:
+    """Size and mtime of every data file the config names: a file rewritten in place (new
+    demonstrations, edited trajectories) must not reuse the old file's cached tensors."""
+    values = data_cfg.values() if isinstance(data_cfg, dict) else ()
+    out = []
+    for v in values:
+        if isinstance(v, str) and Path(v).is_file():
+            stat = Path(v).stat()
+            out.append([v, stat.st_size, stat.st_mtime_ns])
+    return out
+
+
 def prepare_pairs(kind: str, cfg: SFTConfig, base_dir: Path, out_dir: Path,
                   make_pairs: Callable[[], tuple[Pairs, Pairs]], log=print) -> Path:
     """Tokenise (train, val) pairs once into a cached tensor file keyed by data + tokenizer."""
@@ -60,7 +72,8 @@ def prepare_pairs(kind: str, cfg: SFTConfig, base_dir: Path, out_dir: Path,
     tok_json = (base_dir / "tokenizer.json").read_text()
     tok = Tokenizer.from_str(tok_json)
     eos_token, eos = completion_eos(tok, read_tokenizer_config(base_dir))
-    key = hashlib.sha256(json.dumps([kind, cfg.model_dump(mode="json").get("data"), cfg.max_seq_len,
+    data_cfg = cfg.model_dump(mode="json").get("data")
+    key = hashlib.sha256(json.dumps([kind, data_cfg, _files_stamp(data_cfg), cfg.max_seq_len,
                                      tok_json, eos]).encode()).hexdigest()[:16]
     path = out_dir / f"{kind}-sft-{key}.pt"
     if path.exists():

@@ -1,5 +1,6 @@
 """The computer-control jobs' configs: the evaluation (`ringbit agents eval computer`, workflow
-eval-computer) and the demonstrations (`ringbit agents demos computer`, workflow computer-demos).
+eval-computer), the demonstrations (`ringbit agents demos computer`, workflow computer-demos) and
+the fine-tune on them (`ringbit submit finetune-computer`).
 
 Validating it needs no browser stack: task names are checked against the installed MiniWoB++
 (gymnasium, miniwob, selenium) by `with_resolved_tasks` when the workflow starts (the CLI before
@@ -8,13 +9,13 @@ it submits, the job before it runs), with the same error and exit code as any co
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from ringbit.agents.config import MAX_SEED, AgentLLMConfig
-from ringbit.config import ConfigError, StrictModel
-from ringbit.train.config import TrackingConfig
+from ringbit.config import ConfigError, StrictModel, existing_user_file
+from ringbit.train.config import SFTConfig, TrackingConfig
 
 
 def _parse_seeds(value: Any) -> Any:
@@ -116,3 +117,37 @@ class ComputerDemosConfig(StrictModel):
         if unsolved:
             raise ValueError(f"no scripted solver for {unsolved}: tasks with one are {', '.join(SOLVED_TASKS)}")
         return tasks
+
+
+class ComputerDemoDataConfig(StrictModel):
+    """Demonstrations recorded by `ringbit agents demos computer` (its demos.jsonl)."""
+
+    demos: str = Field(..., description="The demonstrations: the name of a finished computer-demos run in the "
+                                        "experiment (its latest), runs:/RUN_ID/demos.jsonl, or a demos.jsonl file "
+                                        "(a relative path is read from where you submit).")
+    kinds: list[Literal["plan", "reflection"]] = Field(["plan", "reflection"], min_length=1,
+                                                       description="Which examples to learn.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the demonstration episodes (task, seed) "
+                                                            "held out: val_ppl over their completions.")
+    seed: int = Field(0, description="Seed of the train/held-out split of episodes.")
+    demos_experiment: str = Field("ringbit-agents", description="Experiment searched for a run named by `demos`.")
+
+
+class ComputerFinetuneConfig(SFTConfig):
+    """The FireAct recipe on computer control: fine-tune an LM on the agent's own prompts answered
+    by the scripted solvers (plans and reflections); the agent then runs with the same prompts."""
+
+    max_seq_len: int = Field(1536, ge=64, description="Prompt + completion tokens kept (longer examples are "
+                                                      "dropped); planning prompts carry the whole screen.")
+    data: ComputerDemoDataConfig
+    mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(
+        experiment="ringbit-agents", registered_model="computer-agent"))
+
+    @field_validator("data", mode="after")
+    @classmethod
+    def _demos_exist(cls, data: ComputerDemoDataConfig) -> ComputerDemoDataConfig:
+        if data.demos.startswith("runs:/") or not ("/" in data.demos or data.demos.endswith(".jsonl")):
+            return data  # a run's artifact or a run name: fetched from MLflow when the job starts
+        path = existing_user_file(data.demos, "pass the demos.jsonl of `ringbit agents demos computer` "
+                                  "(a file), a run name or runs:/RUN_ID/demos.jsonl", "data.demos")
+        return data.model_copy(update={"demos": path})

@@ -177,8 +177,10 @@ def _click_dialog_2(obs, history):
 
 @solver("click-button-sequence")
 def _click_button_sequence(obs, history):
-    return [click(_one(obs, "button ONE", tag="button", text="ONE")),
-            click(_one(obs, "button TWO", tag="button", text="TWO"))]
+    # Clicking ONE leaves the screen as it was, so the agent plans again: go on from the history.
+    one = click(_one(obs, "button ONE", tag="button", text="ONE"))
+    two = click(_one(obs, "button TWO", tag="button", text="TWO"))
+    return [two] if str(one) in history else [one, two]
 
 
 def _checked(el: Mapping[str, Any]) -> bool:
@@ -264,7 +266,8 @@ def _choose_list(obs, history):
     lists = [el for el in _find(obs, tag="select") if target in obs.options.get(int(el["ref"]), ())]
     if not lists:
         raise NoSolution(f"no list with the option {target!r}")
-    return [enter(target, lists[0]), _submit(obs)]
+    choose = enter(target, lists[0])
+    return [_submit(obs)] if str(choose) in history else [choose, _submit(obs)]
 
 
 @solver("click-scroll-list")
@@ -301,7 +304,8 @@ def _use_spinner(obs, history):
     spinner = _one(obs, "spinner", cls="ui-spinner-input")
     delta = int(_field(obs, "target")) - int(str(spinner.get("value") or "0"))
     steps = [Action("press", key="<ArrowUp>" if delta > 0 else "<ArrowDown>", repeat=abs(delta))]
-    return [click(spinner), *(steps if delta else []), _submit(obs)]
+    focus = [] if str(click(spinner)) in history else [click(spinner)]  # focusing changes no screen
+    return [*focus, *(steps if delta else []), _submit(obs)]
 
 
 # -- multi-screen tasks ------------------------------------------------------------------------
