@@ -179,6 +179,22 @@ def test_reflection_fixes_the_first_trial(env):
     assert events[3]["memory"]["slots"] == {"0": right}
 
 
+def test_without_reflection_failed_trials_are_plain_retries(env):
+    # the ablation: the same wrong plan, no reflection call, nothing replayed from memory
+    seed = find_seed(env, "click-button", first_button_is_wrong)
+
+    def wrong_button(view: PlanView) -> list[str]:
+        right = set(view.ids("button", quoted(view.goal)[0]))
+        return [f"click id={next(i for i in view.ids('button') if i not in right)}"]
+
+    policy = ScriptedPolicy(wrong_button, lambda prompt, n: "For action index=0, you should click id=1.")
+    result = run_episode(env, FunctionLLM(policy), "click-button", seed=seed, max_trials=3, reflection=False)
+    assert not result.success and result.trials_used == 3
+    assert policy.reflection_prompts == [] and all(t["reflection"] is None for t in result.trials)
+    assert [t["steps"][0]["source"] for t in result.trials] == ["planner"] * 3
+    assert len(policy.plan_views) == 3 and result.llm_calls == 3
+
+
 # -- (c) the disabled id vanishes from the planner's screen ------------------------------------
 def test_disabled_id_is_removed_from_the_planners_screen(env):
     seed = find_seed(env, "click-button", first_button_is_wrong)

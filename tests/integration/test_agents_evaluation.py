@@ -116,25 +116,30 @@ def test_computer_eval_job_on_two_browsers(served):
     env, client, url, _ = served
     proc = ringbit("agents", "eval", "computer", "--tasks", "click-button", "--seeds", "0-1", "--trials", "2",
                    "--browsers", "2", "--llm-url", url, "--name", "t-computer", "--set", "max_steps=3",
-                   "--set", "cpus_per_browser=0.25", *COMMON, env=env, timeout=600)
+                   "--ablation", "--set", "cpus_per_browser=0.25", *COMMON, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = finished_run(client, "t-computer")
     m = run.data.metrics
-    assert m["episodes"] == 2 and 0 <= m["success_rate"] <= 1 and "success_rate.click-button" in m
+    assert m["episodes"] == 4 and 0 <= m["success_rate"] <= 1 and "success_rate.click-button" in m
+    assert 0 <= m["no_reflection.success_rate"] <= 1  # the ablation: the same seeds without reflection
+    assert m["reflection_gain"] == pytest.approx(m["success_rate"] - m["no_reflection.success_rate"])
+    assert "no refl." in proc.stdout  # the per-task table
     history = client.get_metric_history(run.info.run_id, "success_rate_by_trial")
     assert sorted(h.step for h in history) == [1, 2]
     rates = [h.value for h in sorted(history, key=lambda h: h.step)]
     assert rates[0] <= rates[1]  # success after k trials never falls with k
     episodes = artifact_rows(client, run.info.run_id, "trajectories.jsonl")
-    assert sorted(e["seed"] for e in episodes) == [0, 1]
+    assert sorted((e["reflection"], e["seed"]) for e in episodes) == [(False, 0), (False, 1), (True, 0), (True, 1)]
     for e in episodes:
+        if not e["reflection"]:  # no reflection call and nothing replayed from memory
+            assert all(t["reflection"] is None for t in e["trials"])
         assert 1 <= len(e["trials"]) <= 2 and not e.get("error"), e.get("error")
         plans = [ev for ev in e["events"] if ev["type"] == "plan"]
         # The trajectory keeps every screen the planner saw, as leaf-element lines of the real page.
         assert plans and any("<button id=" in line for line in plans[0]["screen"]), plans[:1]
         assert e["trials"][0]["reason"]
     names = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert {"trajectories.jsonl", "results.csv", "success_by_trial.png"} <= set(names)
+    assert {"trajectories.jsonl", "results.csv", "success_table.csv", "success_by_trial.png"} <= set(names)
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,18 @@ def test_closed_world_search_finds_what_the_trajectories_observed():
     # measured: 25 of 66 (38%) come back first; BM25 over Google snippets is a weaker engine than
     # Google, and other snippets share the query's words (docs/agents.md)
     assert total >= 40 and hits / total >= 0.3, (hits, total)
+
+
+def test_success_table_rows_and_text():
+    from ringbit.agents.evaluation import format_success_table, success_table
+
+    summary = {"by_trial": [0.25, 0.5], "tasks": {"a": {"by_trial": [0.5, 1.0], "episodes": 2},
+                                                 "b": {"by_trial": [0.0, 0.0], "episodes": 2}}}
+    plain = {"by_trial": [0.25, 0.25], "tasks": {"a": {"by_trial": [0.5, 0.5], "episodes": 2},
+                                                "b": {"by_trial": [0.0, 0.0], "episodes": 2}}}
+    rows = success_table(summary, plain)
+    assert [r["task"] for r in rows] == ["a", "b", "all"] and rows[-1]["episodes"] == 4
+    assert rows[0] == {"task": "a", "episodes": 2, "trial_1": 0.5, "final": 1.0, "final_no_reflection": 0.5}
+    lines = format_success_table(rows, 2)
+    assert "after 2" in lines[0] and "no refl." in lines[0] and lines[-1].split() == ["all", "4", "0.25", "0.50", "0.25"]
+    assert "no refl." not in format_success_table(success_table(summary, None), 2)[0]

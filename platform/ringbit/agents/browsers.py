@@ -41,7 +41,7 @@ class BrowserWorker:
         self.env, self.task = None, None
 
     def play(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
-             episode_max_s: float | None = None) -> Iterator[dict]:
+             episode_max_s: float | None = None, reflection: bool = True) -> Iterator[dict]:
         """A Ray streaming generator: every event of the episode, then {"type": "result", ...}."""
         from ringbit.agents.computer.agent import run_episode
         from ringbit.agents.llm import build_agent_llm
@@ -60,7 +60,7 @@ class BrowserWorker:
             try:
                 env = self._env_for(task, episode_max_s)
                 result = run_episode(env, agent_llm, task, seed, max_trials=trials, max_steps=max_steps,
-                                     on_event=emit).to_dict()
+                                     on_event=emit, reflection=reflection).to_dict()
             except Exception as exc:  # browser failed to start, or the agent itself broke
                 result = {"task": task, "seed": seed, "success": False, "trials": [],
                           "error": f"browser failed: {type(exc).__name__}: {exc}"}
@@ -119,25 +119,26 @@ class BrowserPool:
 
     def run(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
             episode_max_s: float | None = None, on_event: EventFn | None = None,
-            timeout_s: float = 1800) -> dict[str, Any]:
+            timeout_s: float = 1800, reflection: bool = True) -> dict[str, Any]:
         """Play one episode; the result dict carries `error` when it could not finish."""
         actor = self._free.get()
         began = time.perf_counter()
         try:
             gen = actor.play.options(num_returns="streaming").remote(task, seed, llm, trials, max_steps,
-                                                                         episode_max_s)
+                                                                         episode_max_s, reflection)
             for ref in gen:
                 event = ray.get(ref, timeout=max(1.0, timeout_s - (time.perf_counter() - began)))
                 if event.get("type") == "result":
                     event.pop("type")
                     event["wall_s"] = time.perf_counter() - began
+                    event["reflection"] = reflection
                     return event
                 if on_event:
                     on_event(event)
             raise RuntimeError("the browser actor ended without a result")
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, RuntimeError) as exc:
             actor = self._replace(actor)
-            return {"task": task, "seed": seed, "success": False, "trials": [],
+            return {"task": task, "seed": seed, "success": False, "trials": [], "reflection": reflection,
                     "error": f"browser actor failed: {type(exc).__name__}: {str(exc)[:500]}",
                     "wall_s": time.perf_counter() - began}
         finally:

@@ -156,14 +156,16 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
     llm = _check_llm(cfg)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    conditions = [True, False] if cfg.ablation else [True]  # with reflection; without (the ablation)
     episodes = [{"task": t, "seed": s, "llm": llm, "trials": cfg.trials, "max_steps": cfg.max_steps,
-                 "episode_max_s": cfg.episode_max_s}
-                for t in cfg.tasks for s in cfg.seeds]
+                 "episode_max_s": cfg.episode_max_s, "reflection": c}
+                for c in conditions for t in cfg.tasks for s in cfg.seeds]
     name = _name(cfg, "computer")
     with mlflow_run(cfg.mlflow.experiment, name, _params(cfg, llm),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "computer"}, log=log) as (client, run_id):
-        log(f"[ringbit] {len(episodes)} episodes ({len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
-            f"up to {cfg.trials} trials) on {cfg.browsers} browsers, LLM {llm['url']} ({llm['model']})")
+        log(f"[ringbit] {len(episodes)} episodes ({len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds"
+            f"{' x with/without reflection' if cfg.ablation else ''}, up to {cfg.trials} trials, MiniWoB time "
+            f"limit {cfg.episode_max_s or 10:g} s) on {cfg.browsers} browsers, LLM {llm['url']} ({llm['model']})")
         pool = BrowserPool(cfg.browsers, cfg.cpus_per_browser)
         done: list[dict[str, Any]] = []
         began = time.perf_counter()
@@ -172,7 +174,7 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
             done.append(r)
             note = f" error: {r['error']}" if r.get("error") else ""
             log(f"[ringbit] episode {r['task']} seed={r['seed']} success={bool(r.get('success'))} "
-                f"trials={len(r.get('trials', []))}{note}")
+                f"trials={len(r.get('trials', []))}{'' if r.get('reflection', True) else ' (no reflection)'}{note}")
             _progress(len(done), len(episodes),
                       success_rate=sum(bool(x.get("success")) for x in done) / len(done))
 
@@ -181,42 +183,90 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
         finally:
             pool.shutdown()
         wall = time.perf_counter() - began
-        summary = computer_summary(results, cfg)
+        with_reflection = [r for r in results if r.get("reflection", True)]
+        summary = computer_summary(with_reflection, cfg)
         metrics = {"success_rate": summary["success_rate"], "episodes": len(results),
                    "episodes_per_minute": 60 * len(results) / wall, "errors": summary["errors"],
                    "llm_s_per_step": summary["llm_s_per_step"],
                    "browser_s_per_step": summary["browser_s_per_step"],
                    "llm_calls": summary["llm_calls"], "tokens": summary["tokens"],
                    "browsers_replaced": pool.replaced}
+        plain = None
+        if cfg.ablation:
+            plain = computer_summary([r for r in results if not r.get("reflection", True)], cfg)
+            metrics["no_reflection.success_rate"] = plain["success_rate"]
+            metrics["reflection_gain"] = summary["success_rate"] - plain["success_rate"]
         for task, s in summary["tasks"].items():
             metrics[f"success_rate.{task}"] = s["success_rate"]
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v))
         # Per trial: step = trial number, so MLflow draws success against rounds of reflection.
-        for k, rate in enumerate(summary["by_trial"], start=1):
-            client.log_metric(run_id, "success_rate_by_trial", rate, step=k)
-            for task, s in summary["tasks"].items():
-                client.log_metric(run_id, f"success_rate_by_trial.{task}", s["by_trial"][k - 1], step=k)
+        for prefix, summ in (("", summary), ("no_reflection.", plain)):
+            if summ is None:
+                continue
+            for k, rate in enumerate(summ["by_trial"], start=1):
+                client.log_metric(run_id, f"{prefix}success_rate_by_trial", rate, step=k)
+                for task, s in summ["tasks"].items():
+                    client.log_metric(run_id, f"{prefix}success_rate_by_trial.{task}", s["by_trial"][k - 1], step=k)
         log_jsonl(client, run_id, "trajectories.jsonl", results)
         _log_csv(client, run_id, "results.csv", [
-            {"task": r["task"], "seed": r["seed"], "success": bool(r.get("success")),
-             "trials_used": len(r.get("trials", [])), "reward": r.get("reward"), "error": r.get("error") or ""}
+            {"task": r["task"], "seed": r["seed"], "reflection": r.get("reflection", True),
+             "success": bool(r.get("success")), "trials_used": len(r.get("trials", [])),
+             "raw_reward": next((t.get("raw_reward") for t in reversed(r.get("trials", []))
+                                 if t.get("raw_reward") is not None), None),
+             "reward": r.get("reward"), "time_limit_s": cfg.episode_max_s or 10, "error": r.get("error") or ""}
             for r in results])
+        rows = success_table(summary, plain)
+        _log_csv(client, run_id, "success_table.csv", rows)
+        for line in format_success_table(rows, cfg.trials):
+            log(f"[ringbit] {line}")
 
         def draw(ax) -> None:
             x = list(range(1, cfg.trials + 1))
-            for task, s in summary["tasks"].items():
-                ax.plot(x, s["by_trial"], marker="o", label=task)
+            for i, (task, s) in enumerate(summary["tasks"].items()):
+                line, = ax.plot(x, s["by_trial"], marker="o", label=task)
+                if plain is not None and task in plain["tasks"]:
+                    ax.plot(x, plain["tasks"][task]["by_trial"], ":", color=line.get_color())
             ax.plot(x, summary["by_trial"], "k--", marker="s", label="all tasks")
+            if plain is not None:
+                ax.plot(x, plain["by_trial"], "k:", marker="x", label="all tasks, no reflection")
             ax.set(xlabel="trials (reflection between trials)", ylabel="success rate", ylim=(-0.05, 1.05),
-                   xticks=x, title="MiniWoB++ success vs trials")
-            ax.legend(fontsize=7)
+                   xticks=x, title="MiniWoB++ success vs trials" + (" (dotted: no reflection)" if plain else ""))
+            ax.legend(fontsize=6)
 
         _log_figure(client, run_id, "success_by_trial.png", draw)
         log(f"[ringbit] done: success_rate={summary['success_rate']:.3f} by trial "
             + " ".join(f"{v:.3f}" for v in summary["by_trial"])
+            + (f"; without reflection {plain['success_rate']:.3f}" if plain else "")
             + f"; {metrics['episodes_per_minute']:.1f} episodes/min")
-    return {"run_id": run_id, "metrics": metrics, "summary": summary}
+    return {"run_id": run_id, "metrics": metrics, "summary": summary, "no_reflection": plain}
+
+
+def success_table(summary: dict[str, Any], plain: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per task (and "all"): episodes, success at trial 1 and after every trial, with
+    reflection and (for an ablation) without."""
+    rows = []
+    for task, s in [*summary["tasks"].items(), ("all", {"by_trial": summary["by_trial"],
+                                                         "episodes": sum(t["episodes"] for t in summary["tasks"].values())})]:
+        row = {"task": task, "episodes": s["episodes"], "trial_1": s["by_trial"][0], "final": s["by_trial"][-1]}
+        if plain is not None:
+            p = plain["tasks"].get(task) if task != "all" else {"by_trial": plain["by_trial"]}
+            row["final_no_reflection"] = p["by_trial"][-1] if p else None
+        rows.append(row)
+    return rows
+
+
+def format_success_table(rows: list[dict[str, Any]], trials: int) -> list[str]:
+    ablation = "final_no_reflection" in rows[0]
+    head = f"{'task':<24} {'episodes':>8} {'trial 1':>8} {f'after {trials}':>9}"
+    lines = [head + (f" {'no refl.':>9}" if ablation else "")]
+    for r in rows:
+        line = f"{r['task']:<24} {r['episodes']:>8} {r['trial_1']:>8.2f} {r['final']:>9.2f}"
+        if ablation:
+            v = r["final_no_reflection"]
+            line += f" {v:>9.2f}" if v is not None else f" {'-':>9}"
+        lines.append(line)
+    return lines
 
 
 # ------------------------------------------------------------------------------ ReAct (FireAct)

@@ -37,15 +37,18 @@ def eval_computer(
     seeds: Annotated[Optional[str], typer.Option(help="Seeds: 0-9, or 0,3,7.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="Trials per episode (reflection between them), 1-10.")] = None,
     browsers: Annotated[Optional[int], typer.Option(help="Browser actors running episodes in parallel.")] = None,
+    ablation: Annotated[Optional[bool], typer.Option("--ablation/--no-ablation", help="Also run every episode without reflection (same seeds) and compare.")] = None,
     llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-computer.yaml.")] = None,
     overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
     dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
 ) -> None:
     """Structured-reflection computer-control agent on real MiniWoB++ (headless Chromium): success
-    rate per task and per trial, trajectories (screens, plans, actions, reflections) in MLflow."""
+    rate per task and per trial (with --ablation also without reflection), a table, a plot and the
+    trajectories (screens, plans, actions, reflections) in MLflow."""
     opts = {"tasks": f"[{tasks}]" if tasks else None, "seeds": f"'{seeds}'" if seeds else None,
-            "trials": trials, "browsers": browsers, "llm.url": llm_url, "llm.model": model, "llm.api": api}
+            "trials": trials, "browsers": browsers, "llm.url": llm_url, "llm.model": model, "llm.api": api,
+            "ablation": None if ablation is None else str(ablation).lower()}
     _eval("eval-computer", config, "agents-computer.yaml", opts, overrides, name, address, dry_run, follow_logs)
 
 

@@ -75,8 +75,9 @@ class _Episode:
 
     def __init__(self, env: Any, llm: LLM, task: str, seed: int, max_trials: int,
                  max_steps: int, on_event: Callable[[dict], None] | None,
-                 plan_max_tokens: int, reflect_max_tokens: int):
+                 plan_max_tokens: int, reflect_max_tokens: int, reflection: bool = True):
         self.env, self.llm, self.seed = env, llm, seed
+        self.reflection = reflection
         self.max_trials, self.max_steps = max_trials, max_steps
         self.on_event = on_event
         self.plan_max_tokens, self.reflect_max_tokens = plan_max_tokens, reflect_max_tokens
@@ -263,7 +264,7 @@ class _Episode:
                 if trial["success"]:
                     res.success = True
                     break
-                if k + 1 < self.max_trials:
+                if k + 1 < self.max_trials and self.reflection:
                     self.reflect(k, trial, taken)
         except BrowserError as exc:
             res.error = f"browser crashed: {exc.reason}"
@@ -286,8 +287,12 @@ class _Episode:
 
 def run_episode(env: Any, llm: LLM, task: str, seed: int, max_trials: int = 3,
                 max_steps: int = 12, on_event: Callable[[dict], None] | None = None, *,
-                plan_max_tokens: int = 256, reflect_max_tokens: int = 96) -> EpisodeResult:
+                plan_max_tokens: int = 256, reflect_max_tokens: int = 96,
+                reflection: bool = True) -> EpisodeResult:
     """Run the agent on `task` (a MiniWoB++ task name) with `seed` for up to `max_trials` trials.
+
+    reflection=False is the ablation: a failed trial is simply tried again on the same seed, with
+    no reflection call and nothing in memory (the paper's prompting-only baseline).
 
     env: a MiniWoBEnv (switched to `task` if it holds another one); llm: any
     `llm(prompt, stop=[...], max_tokens=N) -> str` (AgentLLM, FunctionLLM); on_event receives
@@ -298,4 +303,4 @@ def run_episode(env: Any, llm: LLM, task: str, seed: int, max_trials: int = 3,
         raise ValueError("max_trials and max_steps must be >= 1")
     name = resolve_task(task)
     return _Episode(env, llm, name, seed, max_trials, max_steps, on_event, plan_max_tokens,
-                    reflect_max_tokens).run()
+                    reflect_max_tokens, reflection).run()
