@@ -1,7 +1,7 @@
-"""Computer-control agent benchmark: MiniWoB++ episodes per minute with 1 vs 2 browser actors,
-and where an episode's time goes (LLM vs browser), in the same run.
+"""Computer-control agent benchmark: MiniWoB++ episodes per minute with 1, 2 and 4 browser
+actors, and where an episode's time goes (LLM vs browser, per executed action), in the same run.
 
-    ringbit up && python benchmarks/agents.py [--episodes 16] [--llm-url URL]
+    ringbit up && python benchmarks/agents.py [--episodes 16] [--browsers 1 2 4] [--llm-url URL --api chat]
 
 The LLM is a real OpenAI-compatible endpoint: --llm-url, or (default) the platform's LM service
 when `ringbit serve up` runs, else one deployed here (and removed after) with an untrained model of
@@ -66,15 +66,16 @@ def measure(browsers: int, episodes: list[dict]) -> dict[str, float]:
     finally:
         pool.shutdown()
     steps = [s for r in results for t in r.get("trials", []) for s in t["steps"]]
+    executed = [s for s in steps if s.get("ok")]  # actions that reached the browser
     llm_s = sum(r.get("llm_seconds", 0.0) for r in results)
     browser_s = sum(r.get("browser_s", 0.0) for r in results)
     calls = sum(r.get("llm_calls", 0) for r in results)
     return {"browsers": browsers, "episodes": len(results), "wall_s": wall,
             "episodes_per_minute": 60 * len(results) / wall, "errors": sum(bool(r.get("error")) for r in results),
-            "llm_calls": calls, "steps": len(steps),
+            "llm_calls": calls, "steps": len(steps), "actions": len(executed),
             "llm_s_per_call": llm_s / max(calls, 1), "llm_s_per_episode": llm_s / len(results),
             "browser_s_per_episode": browser_s / len(results),
-            "browser_s_per_step": sum(s["browser_s"] for s in steps) / max(len(steps), 1),
+            "browser_s_per_action": sum(s["browser_s"] for s in executed) / max(len(executed), 1),
             "llm_share": llm_s / max(llm_s + browser_s, 1e-9)}
 
 
@@ -87,6 +88,9 @@ def main() -> None:
     parser.add_argument("--llm-url", help="OpenAI-compatible endpoint (default: the platform's LM service, "
                                            "else an untrained model deployed here)")
     parser.add_argument("--model", help="model name at --llm-url")
+    parser.add_argument("--api", choices=["completions", "chat"], default="completions",
+                        help="chat for an instruct model's chat template (SmolLM2-135M-Instruct)")
+    parser.add_argument("--browsers", type=int, nargs="+", default=[1, 2, 4], help="pool sizes to compare")
     parser.add_argument("--port", type=int, default=8012, help="Serve port for the default LM")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "agents.json")
     args = parser.parse_args()
@@ -107,31 +111,35 @@ def main() -> None:
             url = DEFAULT_URL  # the platform's LM service (`ringbit serve up`)
         except LLMUnavailable:
             url, deployed = deploy_lm(make_model(Path(tempfile.mkdtemp()) / "lm"), args.port), True
-    llm = build_agent_llm(AgentLLMConfig(url=url, model=args.model), check=True)
-    llm_cfg = AgentLLMConfig(url=url, model=llm.client.model).model_dump()
+    llm = build_agent_llm(AgentLLMConfig(url=url, model=args.model, api=args.api), check=True)
+    llm_cfg = AgentLLMConfig(url=url, model=llm.client.model, api=args.api).model_dump()
     tasks = args.tasks.split(",")
     episodes = [{"task": tasks[i % len(tasks)], "seed": i, "llm": llm_cfg, "trials": args.trials,
                  "max_steps": args.max_steps, "episode_max_s": 300} for i in range(args.episodes)]
-    rows = [measure(b, episodes) for b in (1, 2)]
+    rows = [measure(b, episodes) for b in args.browsers]
     if deployed:
         from ray import serve
 
         serve.shutdown()  # only what this script started (no Serve app was running)
-    speedup = rows[1]["episodes_per_minute"] / rows[0]["episodes_per_minute"]
+    speedups = {f"speedup_{r['browsers']}_vs_{rows[0]['browsers']}": r["episodes_per_minute"] / rows[0]["episodes_per_minute"]
+                for r in rows[1:]}
 
     print(f"\n{'browsers':>8} {'episodes/min':>12} {'LLM s/call':>10} {'LLM s/ep':>9} {'browser s/ep':>12} "
-          f"{'LLM share':>9} {'steps':>5} {'errors':>6}")
+          f"{'browser s/action':>16} {'LLM share':>9} {'steps':>5} {'actions':>7} {'errors':>6}")
     for r in rows:
         print(f"{r['browsers']:>8} {r['episodes_per_minute']:>12.1f} {r['llm_s_per_call']:>10.3f} "
-              f"{r['llm_s_per_episode']:>9.3f} {r['browser_s_per_episode']:>12.3f} {r['llm_share']:>9.2f} "
-              f"{r['steps']:>5} {r['errors']:>6}")
-    print(f"2 vs 1 browsers: {speedup:.2f}x episodes/min")
-    result = {"rows": rows, "speedup_2_vs_1": speedup, "llm_url": url, "llm_model": llm.client.model,
+              f"{r['llm_s_per_episode']:>9.3f} {r['browser_s_per_episode']:>12.3f} {r['browser_s_per_action']:>16.3f} "
+              f"{r['llm_share']:>9.2f} {r['steps']:>5} {r['actions']:>7} {r['errors']:>6}")
+    for k, v in speedups.items():
+        print(f"{k}: {v:.2f}x episodes/min")
+    if not any(r["actions"] for r in rows):
+        print("note: no action reached the browser (no plan parsed): the LLM/browser split is LLM time only")
+    result = {"rows": rows, **speedups, "llm_url": url, "llm_model": llm.client.model, "api": args.api,
               "tasks": tasks, "trials": args.trials, "max_steps": args.max_steps, "cpus": os.cpu_count()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
-    metrics = {"speedup_2_vs_1": speedup}
+    metrics = dict(speedups)
     for r in rows:
         metrics.update({f"b{r['browsers']}.{k}": v for k, v in r.items() if k != "browsers"})
     log_benchmark_run("agents", {"episodes": args.episodes, "tasks": args.tasks, "llm_url": url}, metrics,

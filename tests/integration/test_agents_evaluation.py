@@ -100,15 +100,37 @@ def test_react_eval_job(served, fluent_mlflow):
 
 def test_memwalker_eval_job(served):
     env, client, url, _ = served
-    proc = ringbit("agents", "eval", "memwalker", "--docs", "2", "--words", "200", "--segment-words", "60",
-                   "--llm-url", url, "--name", "t-memwalker", "--set", "max_steps=3", *COMMON,
-                   env=env, timeout=600)
+    proc = ringbit("agents", "eval", "memwalker", "--docs", "2", "--words", "200,400", "--segment-words", "60",
+                   "--llm-url", url, "--name", "t-memwalker", "--set", "max_steps=3", "--set", "window_words=150",
+                   *COMMON, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = finished_run(client, "t-memwalker")
-    assert run.data.metrics["n"] == 2 and 0 <= run.data.metrics["accuracy"] <= 1
+    m = run.data.metrics
+    assert m["n"] == 4 and 0 <= m["accuracy"] <= 1  # 2 documents of each length
+    for method in ("truncate.", "retrieve.", ""):  # the baselines beside MemWalker, per length
+        assert {f"{method}accuracy.200", f"{method}accuracy.400"} <= set(m)
+    assert m["truncate.llm_calls_per_question"] == m["retrieve.llm_calls_per_question"] == 1
+    assert m["llm_calls_per_question"] > 1  # the tree's summaries and the walk
     walks = artifact_rows(client, run.info.run_id, "walks.jsonl")
-    assert len(walks) == 2 and all(w["steps"] <= 3 for w in walks)
-    assert "accuracy_by_depth.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert sorted(w["n_words"] for w in walks) == [200, 200, 400, 400]
+    for w in walks:
+        assert w["memwalker"]["steps"] <= 3
+        assert w["truncate"]["kept_fraction"] <= 150 / 200 + 1e-9  # the window cut the text
+        assert 0 < len(w["retrieve"]["segments"]) <= 3  # BM25 segments that fit 150 words
+    names = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert {"accuracy_by_depth.png", "accuracy_by_length.png", "accuracy_table.csv"} <= set(names)
+    assert "retrieve" in proc.stdout and "accuracy" in proc.stdout  # the printed table
+    # one trace per document: a span per reader, LLM spans inside (summaries, navigation, answers)
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 4
+    spans = traces[0].data.spans
+    assert {s.name for s in spans if s.span_type == "CHAIN"} == {"memwalker", "truncate", "retrieve"}
+    assert sum(s.span_type == "LLM" for s in spans) == sum(
+        w[m]["llm_calls"] for w in walks if str(w["id"]) == traces[0].info.tags["ringbit.document"]
+        for m in ("memwalker", "truncate", "retrieve"))
 
 
 @needs_chromium
@@ -140,6 +162,19 @@ def test_computer_eval_job_on_two_browsers(served):
         assert e["trials"][0]["reason"]
     names = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert {"trajectories.jsonl", "results.csv", "success_table.csv", "success_by_trial.png"} <= set(names)
+    # every episode is a trace under the run: planning (LLM) and action (TOOL) spans with the screens
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 4
+    spans = [s for t in traces for s in t.data.spans]
+    assert all([s.span_type for s in t.data.spans].count("AGENT") == 1 for t in traces)
+    # one LLM span per planning call (with the screen it saw), one TOOL span per recorded step
+    plan_spans = [s for s in spans if s.name == "plan"]
+    assert len(plan_spans) == sum(ev["type"] == "plan" for e in episodes for ev in e["events"])
+    assert all("<button id=" in s.inputs["screen"] for s in plan_spans)
+    assert sum(s.span_type == "TOOL" for s in spans) == sum(len(t["steps"]) for e in episodes for t in e["trials"])
 
 
 @pytest.fixture(scope="module")

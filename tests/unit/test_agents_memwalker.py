@@ -379,3 +379,50 @@ def test_evaluate_builds_one_tree_per_document() -> None:
     tree = build_tree(ex["document"], FunctionLLM(OracleNavigatorDouble()), 100, 3)
     assert report["trees_built"] == 1 and double.summaries == len(tree.nodes)
     assert report["accuracy"] == 1.0
+
+
+# -- the paper's baselines: the text cut to the window, BM25-retrieved segments ----------------
+def test_truncation_keeps_the_first_words_and_paragraphs() -> None:
+    from ringbit.agents.longdoc_baselines import truncate_words
+
+    text = "a b c\n\nd e f\n\ng h"
+    assert truncate_words(text, 4) == "a b c\n\nd"
+    assert truncate_words(text, 100) == text
+    with pytest.raises(ValueError):
+        truncate_words(text, 0)
+
+
+def test_baselines_find_the_fact_only_when_their_context_holds_it() -> None:
+    from ringbit.agents.longdoc_baselines import answer_retrieved, answer_truncated
+
+    fact = Fact("The access code for the teal vault is 4821.", "What is the access code for the teal vault?",
+                "4821", depth=0.9)
+    doc = make_document(2000, [fact], seed=3)
+    ex = {"document": doc, "question": fact.question, "answer": fact.answer}
+
+    def reader(prompt: str, stop: object, max_tokens: int) -> str:  # TEST DOUBLE: answers from its text
+        text = prompt.split("Text:\n", 1)[1].split("\n\nQuestion:", 1)[0]
+        return "4821" if fact.sentence in text else "I do not know"
+
+    llm = FunctionLLM(reader)
+    cut = answer_truncated(ex, llm, window_words=500)  # the fact sits at 90%: cut off
+    assert not cut["correct"] and not cut["answer_in_context"] and cut["kept_fraction"] == 0.25
+    assert cut["error"] is None and cut["answer"] == "I do not know"
+    found = answer_retrieved(ex, llm, window_words=500, segment_words=100)
+    assert found["correct"] and found["answer_in_context"] and len(found["segments"]) <= 5
+    assert found["segments"] == sorted(found["segments"])  # in document order
+    assert answer_truncated(ex, llm, window_words=5000)["correct"]  # a window that holds it all
+    assert llm.usage.calls == 3  # one call per question and baseline
+
+
+def test_memwalker_eval_config_lengths_and_methods() -> None:
+    from pydantic import ValidationError
+
+    from ringbit.agents.memwalker_config import MemWalkerEvalConfig
+
+    assert MemWalkerEvalConfig(n_words=3000).n_words == [3000]
+    assert MemWalkerEvalConfig(n_words=[1500, 6000]).methods == ["memwalker", "truncate", "retrieve"]
+    with pytest.raises(ValidationError, match="100..1,000,000"):
+        MemWalkerEvalConfig(n_words=[50])
+    with pytest.raises(ValidationError):
+        MemWalkerEvalConfig(methods=["rag"])

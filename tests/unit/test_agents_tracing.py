@@ -67,3 +67,42 @@ def test_a_rest_run_links_its_trace_to_the_mlflow_run_recorded_afterwards(store)
     traces = store.search_traces(locations=[exp], run_id=mid)
     assert [t.info.trace_id for t in traces] == [span.trace_id]
     assert store.get_run(mid).info.status == "FINISHED"
+
+
+def test_a_computer_episode_is_rebuilt_as_one_trace_from_its_events(store):
+    """A computer-control episode runs in a browser actor; its trace is rebuilt from the event
+    stream the actor sent back (here a recorded one: a failed trial, a reflection, a solved one)."""
+    from ringbit.agents.tracing import trace_computer_episode
+
+    screen = ['<button id=5 pos="middle left">okay</button>', '<button id=6 pos="middle left">no</button>']
+    events = [
+        {"type": "plan", "trial": 0, "index": 0, "screen": screen, "plan": "click id=6", "llm_s": 1.5},
+        {"type": "step", "trial": 0, "index": 0, "screen": screen, "plan": "click id=6", "action": "click id=6",
+         "source": "planner", "ok": True, "error": None, "llm_s": 1.5, "browser_s": 0.25},
+        {"type": "trial_end", "trial": 0, "success": False, "reward": -1.0, "reason": "task failed", "steps": 1},
+        {"type": "reflection", "trial": 0, "index": 0, "action": "click id=5", "llm_s": 0.5,
+         "raw": "For action index=0, you should click id=5.", "memory": {"slots": {"0": "click id=5"}}},
+        {"type": "step", "trial": 1, "index": 0, "screen": screen[:1], "plan": None, "action": "click id=5",
+         "source": "memory", "ok": True, "error": None, "llm_s": 0.0, "browser_s": 0.25},
+        {"type": "trial_end", "trial": 1, "success": True, "reward": 0.9, "reason": "task solved", "steps": 1},
+    ]
+    result = {"task": "click-button", "seed": 3, "success": True, "trials": [{}, {}], "events": events}
+    run = store.create_run(store.create_experiment("computer-traces"))
+    trace_id = trace_computer_episode(result, run.info.run_id, run.info.experiment_id, {"ringbit.agent": "computer"})
+    flush()
+    (trace,) = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert trace.info.trace_id == trace_id and trace.info.tags["ringbit.agent"] == "computer"
+    spans = trace.data.spans
+    root = next(s for s in spans if s.parent_id is None)
+    assert root.span_type == "AGENT" and root.outputs["success"] is True
+    trials = sorted((s for s in spans if s.span_type == "CHAIN"), key=lambda s: s.name)
+    assert [t.name for t in trials] == ["trial 1", "trial 2"] and trials[0].outputs["reason"] == "task failed"
+    (plan,) = [s for s in spans if s.name == "plan"]
+    assert plan.parent_id == trials[0].span_id and "id=6" in plan.inputs["screen"] and plan.outputs == "click id=6"
+    assert (plan.end_time_ns - plan.start_time_ns) == pytest.approx(1.5e9, rel=1e-6)  # its recorded seconds
+    actions = [s for s in spans if s.span_type == "TOOL"]
+    assert [a.name for a in actions] == ["action 0: click id=6", "action 0: click id=5"]
+    assert actions[1].inputs["source"] == "memory"
+    (reflection,) = [s for s in spans if s.name == "reflection"]
+    assert reflection.outputs["action"] == "click id=5" and reflection.parent_id == root.span_id
+    assert root.end_time_ns - root.start_time_ns == pytest.approx(2.5e9, rel=1e-6)  # laid end to end

@@ -208,6 +208,8 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
                 client.log_metric(run_id, f"{prefix}success_rate_by_trial", rate, step=k)
                 for task, s in summ["tasks"].items():
                     client.log_metric(run_id, f"{prefix}success_rate_by_trial.{task}", s["by_trial"][k - 1], step=k)
+        if cfg.traces:  # one trace per episode under this run (the run's Traces tab)
+            _trace_episodes(results, cfg, client, run_id, log)
         log_jsonl(client, run_id, "trajectories.jsonl", results)
         _log_csv(client, run_id, "results.csv", [
             {"task": r["task"], "seed": r["seed"], "reflection": r.get("reflection", True),
@@ -240,6 +242,23 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
             + (f"; without reflection {plain['success_rate']:.3f}" if plain else "")
             + f"; {metrics['episodes_per_minute']:.1f} episodes/min")
     return {"run_id": run_id, "metrics": metrics, "summary": summary, "no_reflection": plain}
+
+
+def _trace_episodes(results: list[dict[str, Any]], cfg: ComputerEvalConfig, client, run_id: str, log) -> None:
+    import mlflow
+
+    from ringbit.agents.tracing import flush, trace_computer_episode
+    from ringbit.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
+    experiment = client.get_run(run_id).info.experiment_id
+    for r in results:
+        try:
+            trace_computer_episode(r, run_id, experiment, {"ringbit.agent": "computer", "ringbit.task": r["task"],
+                                                           "ringbit.seed": str(r["seed"])})
+        except Exception as exc:  # a trace is a view of the episode, never a reason to lose the run
+            log(f"[ringbit] warning: no trace for {r['task']} seed={r['seed']}: {type(exc).__name__}: {exc}")
+    flush()
 
 
 def success_table(summary: dict[str, Any], plain: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -380,8 +399,81 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ MemWalker
 
 
+def _memwalker_row(ex: dict[str, Any], llm, cfg: MemWalkerEvalConfig,
+                   trace: tuple[str, str] | None = None) -> dict[str, Any]:
+    """One document read by every method of cfg.methods; LLM calls counted per method. With
+    `trace` (run id, experiment id) the document is one MLflow trace: a CHAIN span per reader,
+    an LLM span per call inside it."""
+    from contextlib import nullcontext
+
+    row: dict[str, Any] = {"id": ex["id"], "n_words": ex["n_words"], "question": ex["question"],
+                           "gold": ex["answer"], "depth": ex["depth"]}
+    if trace is None:
+        return _read_document(ex, llm, cfg, row, nullcontext)
+    import mlflow
+    from mlflow.entities import SpanType
+
+    from ringbit.agents.tracing import TracedLLM, episode_trace
+
+    def reader_span(method: str):
+        return mlflow.start_span(method, span_type=SpanType.CHAIN)
+
+    with episode_trace("memwalker", {"question": ex["question"], "n_words": ex["n_words"]}, trace[0], trace[1],
+                       {"ringbit.agent": "memwalker", "ringbit.document": str(ex["id"])}) as span:
+        _read_document(ex, TracedLLM(llm), cfg, row, reader_span)
+        span.set_outputs({m: {"answer": row[m]["answer"], "correct": row[m]["correct"]} for m in cfg.methods}
+                         | {"gold": ex["answer"]})
+    return row
+
+
+def _read_document(ex: dict[str, Any], llm, cfg: MemWalkerEvalConfig, row: dict[str, Any],
+                   reader_span: Callable[..., Any]) -> dict[str, Any]:
+    for method in cfg.methods:
+        before = llm.usage.calls
+        with reader_span(method):
+            out = _read(method, ex, llm, cfg)
+        out["llm_calls"] = llm.usage.calls - before
+        row[method] = out
+        row[f"{method}_correct"] = float(bool(out["correct"]))
+    return row
+
+
+def _read(method: str, ex: dict[str, Any], llm, cfg: MemWalkerEvalConfig) -> dict[str, Any]:
+    """One reader's answer to the document's question."""
+    from ringbit.agents.longdoc import evaluate_memwalker
+    from ringbit.agents.longdoc_baselines import answer_retrieved, answer_truncated
+
+    if method == "truncate":
+        return answer_truncated(ex, llm, cfg.window_words)
+    if method == "retrieve":
+        return answer_retrieved(ex, llm, cfg.window_words, cfg.segment_words)
+    try:
+        walk = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
+    except Exception as exc:  # e.g. the endpoint refused a summary prompt: this document fails
+        walk = {"answer": "", "answered": False, "correct": False, "steps": 0, "backtracks": 0,
+                "error": f"tree not built: {type(exc).__name__}: {exc}"}
+    return {k: walk.get(k) for k in ("answer", "answered", "correct", "steps", "backtracks", "error", "path")}
+
+
+def memwalker_table(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Per method and document length: accuracy, LLM calls per question, and for MemWalker its
+    steps and back-tracks."""
+    out = []
+    for method in methods:
+        for n_words in sorted({r["n_words"] for r in rows}):
+            rs = [r[method] for r in rows if r["n_words"] == n_words]
+            entry = {"method": method, "n_words": n_words, "n": len(rs),
+                     "accuracy": sum(bool(r["correct"]) for r in rs) / len(rs),
+                     "llm_calls": sum(r["llm_calls"] for r in rs) / len(rs)}
+            if method == "memwalker":
+                entry["steps"] = sum(r.get("steps") or 0 for r in rs) / len(rs)
+                entry["backtracks"] = sum(r.get("backtracks") or 0 for r in rs) / len(rs)
+            out.append(entry)
+    return out
+
+
 def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
-    from ringbit.agents.longdoc import evaluate_memwalker, make_eval_set
+    from ringbit.agents.longdoc import make_eval_set
     from ringbit.agents.runs import log_jsonl, mlflow_run
     from ringbit.agents.config import AgentLLMConfig
     from ringbit.services import ensure_client_env
@@ -389,42 +481,77 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
     ensure_client_env()
     llm = _check_llm(cfg)
     llm_cfg = AgentLLMConfig(**llm)
-    examples = make_eval_set(cfg.n_docs, cfg.n_words, cfg.seed)
+    examples = [{**ex, "id": f"{n}-{ex['id']}", "n_words": n}
+                for n in cfg.n_words for ex in make_eval_set(cfg.n_docs, n, cfg.seed, filler=cfg.filler)]
     with mlflow_run(cfg.mlflow.experiment, _name(cfg, "memwalker"), _params(cfg, llm),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "memwalker"}, log=log) as (client, run_id):
-        log(f"[ringbit] {len(examples)} documents of {cfg.n_words} words, {cfg.workers} in parallel, "
-            f"LLM {llm_cfg.url} ({llm_cfg.model})")
+        log(f"[ringbit] {len(examples)} documents ({cfg.n_docs} of each of {', '.join(map(str, cfg.n_words))} words, "
+            f"{cfg.filler}) read by {', '.join(cfg.methods)}; {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
         began = time.perf_counter()
+        trace = None
+        if cfg.traces:  # one trace per document under this run (the run's Traces tab)
+            import mlflow
 
-        def walk(ex: dict[str, Any], llm) -> dict[str, Any]:
-            try:
-                return evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
-            except Exception as exc:  # e.g. the endpoint refused a summary prompt: this document fails
-                row = {"id": ex["id"], "question": ex["question"], "gold": ex["answer"], "answer": "",
-                       "answered": False, "correct": False, "steps": 0, "backtracks": 0,
-                       "depth": ex["depth"], "error": f"tree not built: {type(exc).__name__}: {exc}"}
-                log(f"[ringbit] document {ex['id']}: {row['error'][:300]}")
-                return row
+            from ringbit.tracking import resolve_tracking_uri
 
-        ordered, usage = _run_parallel(examples, cfg.workers, llm_cfg, walk, ("correct",))
+            mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
+            trace = (run_id, client.get_run(run_id).info.experiment_id)
+        try:
+            ordered, usage = _run_parallel(examples, cfg.workers, llm_cfg,
+                                           lambda ex, llm: _memwalker_row(ex, llm, cfg, trace),
+                                           tuple(f"{m}_correct" for m in cfg.methods))
+        finally:
+            if cfg.traces:
+                from ringbit.agents.tracing import flush
+
+                flush()
         n = len(ordered)
-        metrics = {"accuracy": sum(r["correct"] for r in ordered) / n,
-                   "answered_rate": sum(r["answered"] for r in ordered) / n,
-                   "avg_steps": sum(r["steps"] for r in ordered) / n,
-                   "avg_backtracks": sum(r["backtracks"] for r in ordered) / n, "n": n,
-                   "errors": sum(str(r.get("error") or "").startswith("tree not built") for r in ordered),
-                   "documents_per_minute": 60 * n / (time.perf_counter() - began), **usage}
+        table = memwalker_table(ordered, cfg.methods)
+        metrics: dict[str, float] = {"n": n, "documents_per_minute": 60 * n / (time.perf_counter() - began), **usage}
+        for method in cfg.methods:
+            rs = [r[method] for r in ordered]
+            prefix = "" if method == "memwalker" else f"{method}."  # MemWalker's keep their names
+            metrics[f"{prefix}accuracy"] = sum(bool(r["correct"]) for r in rs) / n
+            metrics[f"{prefix}llm_calls_per_question"] = sum(r["llm_calls"] for r in rs) / n
+            for entry in table:
+                if entry["method"] == method:
+                    metrics[f"{prefix}accuracy.{entry['n_words']}"] = entry["accuracy"]
+        if "memwalker" in cfg.methods:
+            walks = [r["memwalker"] for r in ordered]
+            metrics.update({"answered_rate": sum(bool(w["answered"]) for w in walks) / n,
+                            "avg_steps": sum(w["steps"] or 0 for w in walks) / n,
+                            "avg_backtracks": sum(w["backtracks"] or 0 for w in walks) / n,
+                            "errors": sum(str(w.get("error") or "").startswith("tree not built") for w in walks)})
+            for w, r in zip(walks, ordered):
+                if str(w.get("error") or "").startswith("tree not built"):
+                    log(f"[ringbit] document {r['id']}: {w['error'][:300]}")
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v))
         log_jsonl(client, run_id, "walks.jsonl", ordered)
+        _log_csv(client, run_id, "accuracy_table.csv", table)
+        log(f"[ringbit] {'method':<10} {'words':>7} {'n':>4} {'accuracy':>9} {'LLM calls':>10} {'steps':>6} {'back':>5}")
+        for e in table:
+            extra = f" {e['steps']:>6.1f} {e['backtracks']:>5.1f}" if "steps" in e else ""
+            log(f"[ringbit] {e['method']:<10} {e['n_words']:>7} {e['n']:>4} {e['accuracy']:>9.2f} {e['llm_calls']:>10.1f}{extra}")
 
-        def draw(ax) -> None:  # where the fact sat vs whether the walk found it
-            depths = [r["depth"] for r in ordered]
-            ax.scatter(depths, [float(r["correct"]) for r in ordered], alpha=0.7)
-            ax.set(xlabel="planted fact depth (fraction of document)", ylabel="correct",
-                   yticks=[0, 1], title=f"MemWalker: accuracy {metrics['accuracy']:.2f}")
+        def draw(ax) -> None:  # the paper's comparison: accuracy against document length per reader
+            for method in cfg.methods:
+                pts = [(e["n_words"], e["accuracy"]) for e in table if e["method"] == method]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            ax.set(xlabel="document length (words)", ylabel="accuracy", ylim=(-0.05, 1.05),
+                   title="Long-text QA: accuracy vs length")
+            if len(cfg.n_words) > 1:
+                ax.set_xscale("log")
+            ax.legend(fontsize=8)
 
-        _log_figure(client, run_id, "accuracy_by_depth.png", draw)
-        log(f"[ringbit] done: accuracy={metrics['accuracy']:.3f} answered={metrics['answered_rate']:.2f} "
-            f"avg_steps={metrics['avg_steps']:.1f}")
-    return {"run_id": run_id, "metrics": metrics}
+        _log_figure(client, run_id, "accuracy_by_length.png", draw)
+        if "memwalker" in cfg.methods:
+            def depth(ax) -> None:  # where the fact sat vs whether the walk found it
+                ax.scatter([r["depth"] for r in ordered], [float(r["memwalker"]["correct"]) for r in ordered], alpha=0.7)
+                ax.set(xlabel="planted fact depth (fraction of document)", ylabel="correct",
+                       yticks=[0, 1], title=f"MemWalker: accuracy {metrics['accuracy']:.2f}")
+
+            _log_figure(client, run_id, "accuracy_by_depth.png", depth)
+        log("[ringbit] done: " + " ".join(f"{m}={metrics[('' if m == 'memwalker' else m + '.') + 'accuracy']:.3f}"
+                                          for m in cfg.methods))
+    return {"run_id": run_id, "metrics": metrics, "table": table}

@@ -1,9 +1,12 @@
 """The MemWalker evaluation job's config (`ringbit agents eval memwalker`): synthetic long
-documents with planted facts (ringbit.agents.longdoc) read by MemWalker (ringbit.agents.memwalker)."""
+documents with planted facts (ringbit.agents.longdoc) read by MemWalker (ringbit.agents.memwalker)
+and by the paper's two baselines (ringbit.agents.longdoc_baselines)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from ringbit.agents.config import MAX_SEED, AgentLLMConfig
 from ringbit.config import StrictModel
@@ -15,11 +18,37 @@ class MemWalkerEvalConfig(StrictModel):
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Run name; None = timestamped.")
     n_docs: int = Field(8, ge=1, le=10_000, description="Documents (one planted-fact question each).")
-    n_words: int = Field(3000, ge=100, le=1_000_000, description="Words per document.")
+    n_words: list[int] = Field([3000], min_length=1, max_length=8,
+                               description="Words per document: one length or several (e.g. [1500, 6000, 24000, "
+                                           "96000], about 2k/8k/32k/128k tokens); n_docs documents of each.")
+    methods: list[Literal["memwalker", "truncate", "retrieve"]] = Field(
+        ["memwalker", "truncate", "retrieve"], min_length=1,
+        description="Readers: memwalker (the summary tree), truncate (the text cut to window_words, one answer), "
+                    "retrieve (BM25 segments that fit window_words, one answer).")
+    window_words: int = Field(5000, ge=50, le=1_000_000, description="The baselines' context in words (SmolLM2's "
+                                                                     "8,192 tokens hold ~5,000 words and the prompt).")
+    filler: Literal["lorem", "builtin:python-topics", "builtin:python-docs"] = Field(
+        "lorem", description="Text around the planted fact: lorem-like words, or prose from a built-in corpus.")
     segment_words: int = Field(300, ge=20, le=100_000, description="Words per leaf segment (paper: ~1,000 tokens).")
     fanout: int = Field(4, ge=2, le=16, description="Children per summary node.")
     max_steps: int = Field(12, ge=1, le=200, description="Navigation steps before giving up.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the synthetic documents.")
     workers: int = Field(2, ge=1, le=64, description="Documents run in parallel (Ray tasks).")
+    traces: bool = Field(True, description="Record each document as an MLflow trace under the run: a span per "
+                                           "reader, inside it one per LLM call (summaries, each navigation step "
+                                           "with the node's summaries shown, the answer).")
     llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
     mlflow: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="ringbit-agents", registered_model=None))
+
+    @field_validator("n_words", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("n_words")
+    @classmethod
+    def _lengths(cls, value: list[int]) -> list[int]:
+        bad = [n for n in value if not 100 <= n <= 1_000_000]
+        if bad:
+            raise ValueError(f"n_words {bad}: each length must be 100..1,000,000 words")
+        return value

@@ -81,3 +81,63 @@ def flush() -> None:
     flush_async = getattr(mlflow, "flush_trace_async_logging", None)
     if flush_async is not None:
         flush_async()
+
+
+def trace_computer_episode(result: Mapping[str, Any], run_id: str, experiment_id: str,
+                           tags: Mapping[str, str] | None = None) -> str:
+    """One MLflow trace of a finished computer-control episode, rebuilt from its event stream
+    (the episode ran in a browser actor; its events carry each call's and action's seconds):
+    an AGENT root, a CHAIN span per trial, inside it an LLM span per planning call (the screen
+    the planner saw, its plan), a TOOL span per action (the screen before it, ok or the error)
+    and an LLM span for the reflection (the advice and the memory after it). Start times are laid
+    end to end from the durations, ending now. Returns the trace id."""
+    import time
+
+    from mlflow.entities.span_status import SpanStatusCode
+    from mlflow.tracking import MlflowClient
+
+    events = [e for e in result.get("events", ()) if e.get("type") in ("plan", "step", "reflection", "trial_end")]
+    ns = lambda s: int(float(s or 0.0) * 1e9)  # noqa: E731
+    took = sum(ns(e.get("llm_s")) for e in events if e["type"] in ("plan", "reflection")) + \
+        sum(ns(e.get("browser_s")) for e in events if e["type"] == "step")
+    t = time.time_ns() - took
+    root = mlflow.start_span_no_context(f"computer {result['task']}", span_type=SpanType.AGENT,
+                                        inputs={"task": result["task"], "seed": result["seed"],
+                                                "reflection": result.get("reflection", True)},
+                                        tags=dict(tags or {}), experiment_id=experiment_id, start_time_ns=t)
+    trial_span = None
+    for e in events:
+        if trial_span is None and e["type"] in ("plan", "step"):  # a reflection sits between trials
+            trial_span = mlflow.start_span_no_context(f"trial {e.get('trial', 0) + 1}", span_type=SpanType.CHAIN,
+                                                      parent_span=root, start_time_ns=t)
+        if e["type"] == "plan":
+            span = mlflow.start_span_no_context("plan", span_type=SpanType.LLM, parent_span=trial_span,
+                                                inputs={"step": e["index"], "screen": "\n".join(e["screen"])},
+                                                start_time_ns=t)
+            t += ns(e.get("llm_s"))
+            span.end(outputs=e.get("plan"), end_time_ns=t)
+        elif e["type"] == "step":
+            span = mlflow.start_span_no_context(f"action {e['index']}: {e['action']}", span_type=SpanType.TOOL,
+                                                parent_span=trial_span,
+                                                inputs={"action": e["action"], "source": e["source"],
+                                                        "screen": "\n".join(e["screen"])}, start_time_ns=t)
+            t += ns(e.get("browser_s"))
+            span.end(outputs={"ok": e["ok"], "error": e.get("error")}, end_time_ns=t,
+                     status=SpanStatusCode.OK if e["ok"] else SpanStatusCode.ERROR)
+        elif e["type"] == "reflection":
+            span = mlflow.start_span_no_context("reflection", span_type=SpanType.LLM, parent_span=root,
+                                                inputs={"after_trial": e["trial"] + 1}, start_time_ns=t)
+            t += ns(e.get("llm_s"))
+            span.end(outputs={"advice": e.get("raw"), "index": e.get("index"), "action": e.get("action"),
+                              "memory": e.get("memory")}, end_time_ns=t)
+        elif trial_span is not None:  # trial_end
+            trial_span.end(outputs={"success": e["success"], "reward": e["reward"], "reason": e["reason"]},
+                           end_time_ns=t)
+            trial_span = None
+    if trial_span is not None:
+        trial_span.end(end_time_ns=t)
+    root.end(outputs={"success": bool(result.get("success")), "trials_used": len(result.get("trials", [])),
+                      "error": result.get("error")}, end_time_ns=t,
+             status=SpanStatusCode.ERROR if result.get("error") else SpanStatusCode.OK)
+    MlflowClient().link_traces_to_run([root.trace_id], run_id)
+    return root.trace_id

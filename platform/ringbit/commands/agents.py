@@ -95,16 +95,19 @@ def eval_react(
 @eval_app.command("memwalker")
 def eval_memwalker(
     docs: Annotated[Optional[int], typer.Option(help="Synthetic documents (one planted-fact question each).")] = None,
-    words: Annotated[Optional[int], typer.Option(help="Words per document.")] = None,
+    words: Annotated[Optional[str], typer.Option(help="Words per document, or several lengths: 1500,6000,24000.")] = None,
     segment_words: Annotated[Optional[int], typer.Option(help="Words per leaf segment.")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Readers: memwalker,truncate,retrieve (default: all three).")] = None,
     llm_url: LLMUrlOpt = None, model: LLMModelOpt = None, api: LLMApiOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Default: jobs/configs/agents-memwalker.yaml.")] = None,
     overrides: SetOpt = None, name: NameOpt = None, address: AddressOpt = None,
     dry_run: DryRunOpt = False, follow_logs: FollowOpt = True,
 ) -> None:
-    """MemWalker on synthetic long documents with planted facts: accuracy in MLflow."""
-    opts = {"n_docs": docs, "n_words": words, "segment_words": segment_words, "llm.url": llm_url,
-            "llm.model": model, "llm.api": api}
+    """MemWalker on synthetic long documents with planted facts, beside the paper's baselines (the
+    text truncated to the window; BM25-retrieved segments): accuracy per length, a table and a plot
+    in MLflow."""
+    opts = {"n_docs": docs, "n_words": f"[{words}]" if words else None, "segment_words": segment_words,
+            "methods": f"[{methods}]" if methods else None, "llm.url": llm_url, "llm.model": model, "llm.api": api}
     _eval("eval-memwalker", config, "agents-memwalker.yaml", opts, overrides, name, address, dry_run, follow_logs)
 
 

@@ -57,6 +57,8 @@ class ComputerEvalConfig(StrictModel):
                              description="Episode seeds (a list, or a range string like 0-9).")
     trials: int = Field(3, ge=1, le=10, description="Trials per episode: reflection between them (paper: up to 5).")
     max_steps: int = Field(12, ge=1, le=100, description="Actions per trial before it counts as failed.")
+    traces: bool = Field(True, description="Record each episode as an MLflow trace under the run (spans for "
+                                           "planning, each action and reflection, with the screens).")
     ablation: bool = Field(False, description="Also run every episode without reflection (failed trials retried "
                                               "on the same seed, nothing in memory): the paper's ablation, logged "
                                               "beside the reflection runs as no_reflection.*.")

@@ -16,7 +16,7 @@ from rank_bm25 import BM25Okapi
 
 from ringbit.agents.react.trajectories import Trajectory, parse_action
 
-__all__ = ["NO_RESULTS", "BM25Search", "CachedSearch", "Tool", "build_search_cache",
+__all__ = ["NO_RESULTS", "BM25Search", "rank_passages", "CachedSearch", "Tool", "build_search_cache",
            "first_sentences", "load_tools", "normalize_query", "read_search_cache",
            "write_search_cache"]
 
@@ -73,6 +73,11 @@ class _Index:
         scores = self._bm25.get_scores(toks)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(i), float(scores[i])) for i in order if scores[i] > 0]
+
+
+def rank_passages(passages: list[str], query: str) -> list[int]:
+    """Indices of the passages sharing a word with `query`, best BM25 score first."""
+    return [i for i, _ in _Index([tokenize(p) for p in passages]).top(query, len(passages))]
 
 
 class BM25Search:
