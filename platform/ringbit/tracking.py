@@ -236,13 +236,15 @@ def _download_once(uri: str, client: MlflowClient) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.partial"
-        mlflow.artifacts.download_artifacts(uri, dst_path=str(partial))
+        # runs:/ID/PATH lands in partial/<last part of PATH>, a model version in partial itself
+        got = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(partial)))
     except OSError:  # a read-only home (some containers): a temporary copy as before
         return Path(mlflow.artifacts.download_artifacts(uri))
     try:
-        partial.rename(dest)
+        got.rename(dest)
     except OSError:  # another replica published it first
-        shutil.rmtree(partial, ignore_errors=True)
+        pass
+    shutil.rmtree(partial, ignore_errors=True)
     return dest
 
 
