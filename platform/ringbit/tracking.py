@@ -229,8 +229,9 @@ def _download_once(uri: str, client: MlflowClient) -> Path:
         key = Path("models") / name / f"v{mv.version}-{mv.run_id or mv.creation_timestamp}"
     else:  # runs:/RUN_ID/PATH: a run's artifacts do not change once logged
         key = Path("runs") / uri.removeprefix("runs:/").strip("/")
-    home = Path(os.environ.get("RINGBIT_HOME") or "~/.ringbit").expanduser()
-    dest = home / "cache" / key
+    from ringbit.services import PlatformSettings
+
+    dest = PlatformSettings.from_env().home / "cache" / key
     if dest.is_dir():
         return dest
     try:
@@ -255,7 +256,8 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
         return path
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    uri_of_server = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri_of_server)
     if ref.startswith(("models:/", "runs:/")):
         uri = ref
     elif len(ref) == 32 and all(c in "0123456789abcdef" for c in ref):
@@ -264,7 +266,7 @@ def resolve_model_ref(ref: str, tracking_uri: str | None = None) -> Path:
         raise FileNotFoundError(
             f"--model {ref!r} is not a folder, an MLflow run id, runs:/... or models:/name@alias"
         )
-    local = _download_once(uri, MlflowClient(resolve_tracking_uri(tracking_uri)))
+    local = _download_once(uri, MlflowClient(uri_of_server))
     # A pyfunc model keeps our folder under artifacts/<name>.
     for candidate in (local, local / "artifacts" / "model_dir", *local.glob("artifacts/*")):
         if (candidate / "config.json").is_file():

@@ -137,6 +137,9 @@ def test_demos_file_is_read_and_checked(tmp_path):
     path.write_text(json.dumps(bad) + "\n")
     with pytest.raises(ValueError, match="line 1"):
         read_demos(str(path))
+    path.write_text(json.dumps(demo_rows(1)[0]) + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2"):  # a broken line is named, not a raw traceback
+        read_demos(str(path))
 
 
 def test_finetune_config_checks_a_demos_file_but_not_a_run(tmp_path):

@@ -51,6 +51,16 @@ def _check_llm(cfg) -> dict[str, Any]:
 MIN_AGENT_CONTEXT = 512
 
 
+def _trace_experiment(cfg, client, run_id: str) -> str:
+    """Point MLflow's tracing at the job's server; the experiment id its traces go to (the run's)."""
+    import mlflow
+
+    from ringbit.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
+    return client.get_run(run_id).info.experiment_id
+
+
 def _params(cfg, llm: dict[str, Any]) -> dict[str, Any]:
     """The run's params: its config with the LLM it actually asked (the endpoint's URL and model,
     not the config's None defaults), so a table of runs can say which model each row measured."""
@@ -225,7 +235,7 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
 
         def draw(ax) -> None:
             x = list(range(1, cfg.trials + 1))
-            for i, (task, s) in enumerate(summary["tasks"].items()):
+            for task, s in summary["tasks"].items():
                 line, = ax.plot(x, s["by_trial"], marker="o", label=task)
                 if plain is not None and task in plain["tasks"]:
                     ax.plot(x, plain["tasks"][task]["by_trial"], ":", color=line.get_color())
@@ -245,13 +255,9 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
 
 
 def _trace_episodes(results: list[dict[str, Any]], cfg: ComputerEvalConfig, client, run_id: str, log) -> None:
-    import mlflow
-
     from ringbit.agents.tracing import flush, trace_computer_episode
-    from ringbit.tracking import resolve_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
-    experiment = client.get_run(run_id).info.experiment_id
+    experiment = _trace_experiment(cfg, client, run_id)
     for r in results:
         try:
             trace_computer_episode(r, run_id, experiment, {"ringbit.agent": "computer", "ringbit.task": r["task"],
@@ -347,12 +353,7 @@ def run_react_eval(cfg: ReactEvalConfig, log=print) -> dict[str, Any]:
         began = time.perf_counter()
 
         if cfg.traces:  # one trace per question under this run (the run's Traces tab)
-            import mlflow
-
-            from ringbit.tracking import resolve_tracking_uri
-
-            mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
-            experiment = client.get_run(run_id).info.experiment_id
+            experiment = _trace_experiment(cfg, client, run_id)
 
         def answer(i_ex: tuple[int, dict[str, str]], llm) -> dict[str, Any]:
             from contextlib import nullcontext
@@ -488,14 +489,8 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
         log(f"[ringbit] {len(examples)} documents ({cfg.n_docs} of each of {', '.join(map(str, cfg.n_words))} words, "
             f"{cfg.filler}) read by {', '.join(cfg.methods)}; {cfg.workers} in parallel, LLM {llm_cfg.url} ({llm_cfg.model})")
         began = time.perf_counter()
-        trace = None
-        if cfg.traces:  # one trace per document under this run (the run's Traces tab)
-            import mlflow
-
-            from ringbit.tracking import resolve_tracking_uri
-
-            mlflow.set_tracking_uri(resolve_tracking_uri(cfg.mlflow.tracking_uri))
-            trace = (run_id, client.get_run(run_id).info.experiment_id)
+        # one trace per document under this run (the run's Traces tab)
+        trace = (run_id, _trace_experiment(cfg, client, run_id)) if cfg.traces else None
         try:
             ordered, usage = _run_parallel(examples, cfg.workers, llm_cfg,
                                            lambda ex, llm: _memwalker_row(ex, llm, cfg, trace),
@@ -508,14 +503,13 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
         n = len(ordered)
         table = memwalker_table(ordered, cfg.methods)
         metrics: dict[str, float] = {"n": n, "documents_per_minute": 60 * n / (time.perf_counter() - began), **usage}
+        prefix = {m: "" if m == "memwalker" else f"{m}." for m in cfg.methods}  # MemWalker's keep their names
         for method in cfg.methods:
             rs = [r[method] for r in ordered]
-            prefix = "" if method == "memwalker" else f"{method}."  # MemWalker's keep their names
-            metrics[f"{prefix}accuracy"] = sum(bool(r["correct"]) for r in rs) / n
-            metrics[f"{prefix}llm_calls_per_question"] = sum(r["llm_calls"] for r in rs) / n
-            for entry in table:
-                if entry["method"] == method:
-                    metrics[f"{prefix}accuracy.{entry['n_words']}"] = entry["accuracy"]
+            metrics[f"{prefix[method]}accuracy"] = sum(bool(r["correct"]) for r in rs) / n
+            metrics[f"{prefix[method]}llm_calls_per_question"] = sum(r["llm_calls"] for r in rs) / n
+        for entry in table:
+            metrics[f"{prefix[entry['method']]}accuracy.{entry['n_words']}"] = entry["accuracy"]
         if "memwalker" in cfg.methods:
             walks = [r["memwalker"] for r in ordered]
             metrics.update({"answered_rate": sum(bool(w["answered"]) for w in walks) / n,
@@ -552,6 +546,5 @@ def run_memwalker_eval(cfg: MemWalkerEvalConfig, log=print) -> dict[str, Any]:
                        yticks=[0, 1], title=f"MemWalker: accuracy {metrics['accuracy']:.2f}")
 
             _log_figure(client, run_id, "accuracy_by_depth.png", depth)
-        log("[ringbit] done: " + " ".join(f"{m}={metrics[('' if m == 'memwalker' else m + '.') + 'accuracy']:.3f}"
-                                          for m in cfg.methods))
+        log("[ringbit] done: " + " ".join(f"{m}={metrics[prefix[m] + 'accuracy']:.3f}" for m in cfg.methods))
     return {"run_id": run_id, "metrics": metrics, "table": table}

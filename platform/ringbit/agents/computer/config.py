@@ -124,6 +124,11 @@ class ComputerDemosConfig(StrictModel):
         return tasks
 
 
+def demos_is_file(ref: str) -> bool:
+    """data.demos names a local file (a path or *.jsonl), not a run name or a runs:/ URI."""
+    return not ref.startswith("runs:/") and ("/" in ref or ref.endswith(".jsonl"))
+
+
 class ComputerDemoDataConfig(StrictModel):
     """Demonstrations recorded by `ringbit agents demos computer` (its demos.jsonl)."""
 
@@ -151,7 +156,7 @@ class ComputerFinetuneConfig(SFTConfig):
     @field_validator("data", mode="after")
     @classmethod
     def _demos_exist(cls, data: ComputerDemoDataConfig) -> ComputerDemoDataConfig:
-        if data.demos.startswith("runs:/") or not ("/" in data.demos or data.demos.endswith(".jsonl")):
+        if not demos_is_file(data.demos):
             return data  # a run's artifact or a run name: fetched from MLflow when the job starts
         path = existing_user_file(data.demos, "pass the demos.jsonl of `ringbit agents demos computer` "
                                   "(a file), a run name or runs:/RUN_ID/demos.jsonl", "data.demos")

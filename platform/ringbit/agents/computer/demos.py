@@ -21,13 +21,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringbit.agents.computer.actions import Action
+from ringbit.agents.computer.actions import Action, parse_action
 from ringbit.agents.computer.agent import run_episode
-from ringbit.agents.computer.prompts import plan_lines
+from ringbit.agents.computer.prompts import parse_reflection, plan_lines
 from ringbit.agents.computer.solvers import NoSolution, solve
 from ringbit.agents.computer.screen import screen_elements
 
-PLAN_END, REFLECT_END = "Plan:", "Answer:"
+REFLECT_END = "Answer:"  # how the reflection prompt ends (a planning prompt ends "Plan:")
 _HISTORY, _SCREEN = "\nPrevious actions:\n", "\nCurrent screen:\n"
 
 
@@ -128,9 +128,6 @@ def demonstrate(env: Any, task: str, seed: int, *, reflection: bool = False,
 
 def check_example(example: dict[str, Any]) -> None:
     """ValueError unless the completion parses as the agent parses its LLM's answers."""
-    from ringbit.agents.computer.actions import parse_action
-    from ringbit.agents.computer.prompts import parse_reflection
-
     if example["kind"] == "plan":
         for line in plan_lines(example["completion"]):
             parse_action(line)

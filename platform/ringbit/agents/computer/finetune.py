@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ringbit.agents.computer.config import ComputerFinetuneConfig
+from ringbit.agents.computer.config import ComputerFinetuneConfig, demos_is_file
 from ringbit.agents.computer.demos import check_example
 from ringbit.train.sft import Pairs, run_sft
 
@@ -19,7 +19,7 @@ from ringbit.train.sft import Pairs, run_sft
 def demos_uri(ref: str, experiment: str, tracking_uri: str | None = None) -> str:
     """runs:/RUN_ID/demos.jsonl for a run name (its latest finished run in `experiment`); a file
     or a runs:/ URI as given. ValueError when no finished run has that name."""
-    if ref.startswith("runs:/") or "/" in ref or ref.endswith(".jsonl"):
+    if ref.startswith("runs:/") or demos_is_file(ref):
         return ref
     from mlflow.tracking import MlflowClient
 
@@ -53,8 +53,8 @@ def read_demos(ref: str, tracking_uri: str | None = None) -> list[dict[str, Any]
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        try:
+        try:  # json.JSONDecodeError is a ValueError
+            row = json.loads(line)
             check_example(row)
         except (ValueError, KeyError) as exc:
             raise ValueError(f"{ref} line {n}: {exc}") from None

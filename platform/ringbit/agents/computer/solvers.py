@@ -63,10 +63,6 @@ def _fields(obs: Observation, prefix: str) -> list[str]:
     return [v for k, v in obs.fields if k == prefix or k.startswith(prefix + " ")]
 
 
-def _quoted(obs: Observation) -> list[str]:
-    return re.findall(r'"([^"]*)"', obs.utterance)
-
-
 def _elements(obs: Observation) -> list[Mapping[str, Any]]:
     """The elements on the agent's screen (visible leaves, selects), in document order."""
     return screen_elements(obs.elements)
