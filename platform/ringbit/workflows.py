@@ -103,4 +103,7 @@ def run_job_entrypoint(workflow: str, argv: list[str]) -> int:
     except PlacementTimeout as exc:  # the message is the whole story: no traceback
         print(f"[ringbit] error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except ConfigError as exc:  # found when the job starts (data in MLflow, file contents)
+        print(f"[ringbit] error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0

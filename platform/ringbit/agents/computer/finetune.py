@@ -13,12 +13,13 @@ from typing import Any
 
 from ringbit.agents.computer.config import ComputerFinetuneConfig, demos_is_file
 from ringbit.agents.computer.demos import check_example
+from ringbit.config import ConfigError
 from ringbit.train.sft import Pairs, run_sft
 
 
 def demos_uri(ref: str, experiment: str, tracking_uri: str | None = None) -> str:
     """runs:/RUN_ID/demos.jsonl for a run name (its latest finished run in `experiment`); a file
-    or a runs:/ URI as given. ValueError when no finished run has that name."""
+    or a runs:/ URI as given. ConfigError when no finished run has that name."""
     if ref.startswith("runs:/") or demos_is_file(ref):
         return ref
     from mlflow.tracking import MlflowClient
@@ -31,13 +32,13 @@ def demos_uri(ref: str, experiment: str, tracking_uri: str | None = None) -> str
     runs = client.search_runs([exp.experiment_id], f"attributes.run_name = '{ref}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1) if exp else []
     if not runs:
-        raise ValueError(f"data.demos: no finished run named {ref!r} in experiment {experiment!r}; record "
+        raise ConfigError(f"data.demos: no finished run named {ref!r} in experiment {experiment!r}; record "
                          f"demonstrations first: ringbit agents demos computer --name {ref}")
     return f"runs:/{runs[0].info.run_id}/{DEMOS_ARTIFACT}"
 
 
 def read_demos(ref: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """The examples of a demos.jsonl file or runs:/RUN_ID/demos.jsonl; ValueError naming the line
+    """The examples of a demos.jsonl file or runs:/RUN_ID/demos.jsonl; ConfigError naming the line
     of an example the agent could not parse."""
     if ref.startswith("runs:/"):
         import mlflow
@@ -57,7 +58,7 @@ def read_demos(ref: str, tracking_uri: str | None = None) -> list[dict[str, Any]
             row = json.loads(line)
             check_example(row)
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"{ref} line {n}: {exc}") from None
+            raise ConfigError(f"data.demos: {ref} line {n}: {exc}") from None
         rows.append(row)
     return rows
 
@@ -79,7 +80,7 @@ def split_demos(rows: list[dict[str, Any]], val_fraction: float, seed: int
 def computer_pairs(cfg: ComputerFinetuneConfig) -> tuple[Pairs, Pairs]:
     rows = [r for r in read_demos(cfg.data.demos, cfg.mlflow.tracking_uri) if r["kind"] in cfg.data.kinds]
     if not rows:
-        raise ValueError(f"{cfg.data.demos} has no {' or '.join(cfg.data.kinds)} examples")
+        raise ConfigError(f"data.demos: {cfg.data.demos} has no {' or '.join(cfg.data.kinds)} examples")
     train, val = split_demos(rows, cfg.data.val_fraction, cfg.data.seed)
     return [(r["prompt"], r["completion"]) for r in train], [(r["prompt"], r["completion"]) for r in val]
 
