@@ -152,9 +152,13 @@ def test_computer_eval_job_on_two_browsers(served):
     assert rates[0] <= rates[1]  # success after k trials never falls with k
     episodes = artifact_rows(client, run.info.run_id, "trajectories.jsonl")
     assert sorted((e["reflection"], e["seed"]) for e in episodes) == [(False, 0), (False, 1), (True, 0), (True, 1)]
+    twins = {(e["task"], e["seed"]): e for e in episodes if e["reflection"]}
     for e in episodes:
         if not e["reflection"]:  # no reflection call and nothing replayed from memory
             assert all(t["reflection"] is None for t in e["trials"])
+            # reused only where its twin was solved at trial 1 (greedy: the same trial again)
+            twin = twins[(e["task"], e["seed"])]
+            assert bool(e.get("reused_trial_1")) == (twin["success"] and len(twin["trials"]) == 1)
         assert 1 <= len(e["trials"]) <= 2 and not e.get("error"), e.get("error")
         plans = [ev for ev in e["events"] if ev["type"] == "plan"]
         # The trajectory keeps every screen the planner saw, as leaf-element lines of the real page.
@@ -167,7 +171,8 @@ def test_computer_eval_job_on_two_browsers(served):
 
     mlflow.set_tracking_uri(client.tracking_uri)
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
-    assert len(traces) == 4
+    episodes = [e for e in episodes if not e.get("reused_trial_1")]  # a reused episode is traced once
+    assert len(traces) == len(episodes) == 4 - m["episodes_reused"]
     spans = [s for t in traces for s in t.data.spans]
     assert all([s.span_type for s in t.data.spans].count("AGENT") == 1 for t in traces)
     # one LLM span per planning call (with the screen it saw), one TOOL span per recorded step

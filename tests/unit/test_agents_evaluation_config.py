@@ -175,3 +175,46 @@ def test_success_table_rows_and_text():
     lines = format_success_table(rows, 2)
     assert "after 2" in lines[0] and "no refl." in lines[0] and lines[-1].split() == ["all", "4", "0.25", "0.50", "0.25"]
     assert "no refl." not in format_success_table(success_table(summary, None), 2)[0]
+
+
+class EpisodePoolDouble:
+    """Test double for BrowserPool.run_all (no browsers): records what it was asked to play and
+    returns a failed one-trial episode for each."""
+
+    def __init__(self) -> None:
+        self.played: list[tuple[str, int]] = []
+
+    def run_all(self, episodes, on_result=None):
+        out = []
+        for e in episodes:
+            self.played.append((e["task"], e["seed"]))
+            out.append({"task": e["task"], "seed": e["seed"], "success": False, "reflection": e["reflection"],
+                        "trials": [{"success": False}] * e["trials"]})
+            if on_result:
+                on_result(out[-1])
+        return out
+
+
+def test_ablation_replays_only_episodes_not_solved_at_trial_1():
+    from ringbit.agents.evaluation import _ablation_episodes
+
+    cfg = ComputerEvalConfig(tasks=["click-button"], seeds="0-3", ablation=True, plan_max_tokens=32)
+    assert cfg.plan_max_tokens == 32 and cfg.reflect_max_tokens == 96
+    first = [{"task": "click-button", "seed": 0, "success": True, "trials": [{}]},         # trial 1: reused
+             {"task": "click-button", "seed": 1, "success": True, "trials": [{}, {}]},     # needed reflection
+             {"task": "click-button", "seed": 2, "success": False, "trials": [{}] * 3},
+             {"task": "click-button", "seed": 3, "success": True, "trials": [{}], "error": "x"}]
+    wanted = [{"task": "click-button", "seed": s, "reflection": False, "trials": 3} for s in range(4)]
+    pool, seen = EpisodePoolDouble(), []
+    out = _ablation_episodes(first, wanted, cfg, pool, seen.append)
+    assert pool.played == [("click-button", 1), ("click-button", 2), ("click-button", 3)]
+    assert [r["seed"] for r in out] == [0, 1, 2, 3] and len(seen) == 4  # input order; every result reported
+    assert out[0]["reused_trial_1"] and out[0]["reflection"] is False and out[0]["success"]
+    assert not any(r.get("reused_trial_1") for r in out[1:])
+    # sampling (temperature > 0) could take another path: every episode is played
+    pool = EpisodePoolDouble()
+    _ablation_episodes(first, wanted, cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"temperature": 0.7})}),
+                       pool, lambda r: None)
+    assert len(pool.played) == 4
+    with pytest.raises(ConfigError, match="plan_max_tokens"):
+        load_workflow_config("eval-computer", REPO / "jobs/configs/agents-computer.yaml", ["plan_max_tokens=4"])

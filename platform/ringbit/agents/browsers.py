@@ -41,7 +41,8 @@ class BrowserWorker:
         self.env, self.task = None, None
 
     def play(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
-             episode_max_s: float | None = None, reflection: bool = True) -> Iterator[dict]:
+             episode_max_s: float | None = None, reflection: bool = True,
+             max_tokens: tuple[int, int] = (256, 96)) -> Iterator[dict]:
         """A Ray streaming generator: every event of the episode, then {"type": "result", ...}."""
         from ringbit.agents.computer.agent import run_episode
         from ringbit.agents.llm import build_agent_llm
@@ -60,7 +61,8 @@ class BrowserWorker:
             try:
                 env = self._env_for(task, episode_max_s)
                 result = run_episode(env, agent_llm, task, seed, max_trials=trials, max_steps=max_steps,
-                                     on_event=emit, reflection=reflection).to_dict()
+                                     on_event=emit, reflection=reflection, plan_max_tokens=max_tokens[0],
+                                     reflect_max_tokens=max_tokens[1]).to_dict()
             except Exception as exc:  # browser failed to start, or the agent itself broke
                 result = {"task": task, "seed": seed, "success": False, "trials": [],
                           "error": f"browser failed: {type(exc).__name__}: {exc}"}
@@ -119,13 +121,14 @@ class BrowserPool:
 
     def run(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
             episode_max_s: float | None = None, on_event: EventFn | None = None,
-            timeout_s: float = 1800, reflection: bool = True) -> dict[str, Any]:
+            timeout_s: float = 1800, reflection: bool = True,
+            max_tokens: tuple[int, int] = (256, 96)) -> dict[str, Any]:
         """Play one episode; the result dict carries `error` when it could not finish."""
         actor = self._free.get()
         began = time.perf_counter()
         try:
             gen = actor.play.options(num_returns="streaming").remote(task, seed, llm, trials, max_steps,
-                                                                         episode_max_s, reflection)
+                                                                         episode_max_s, reflection, max_tokens)
             for ref in gen:
                 event = ray.get(ref, timeout=max(1.0, timeout_s - (time.perf_counter() - began)))
                 if event.get("type") == "result":

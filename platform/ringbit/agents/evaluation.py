@@ -166,10 +166,13 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
     llm = _check_llm(cfg)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    conditions = [True, False] if cfg.ablation else [True]  # with reflection; without (the ablation)
-    episodes = [{"task": t, "seed": s, "llm": llm, "trials": cfg.trials, "max_steps": cfg.max_steps,
-                 "episode_max_s": cfg.episode_max_s, "reflection": c}
-                for c in conditions for t in cfg.tasks for s in cfg.seeds]
+    def episodes_for(reflection: bool, keys) -> list[dict[str, Any]]:
+        return [{"task": t, "seed": s, "llm": llm, "trials": cfg.trials, "max_steps": cfg.max_steps,
+                 "episode_max_s": cfg.episode_max_s, "reflection": reflection,
+                 "max_tokens": (cfg.plan_max_tokens, cfg.reflect_max_tokens)} for t, s in keys]
+
+    keys = [(t, s) for t in cfg.tasks for s in cfg.seeds]
+    episodes = episodes_for(True, keys) + (episodes_for(False, keys) if cfg.ablation else [])
     name = _name(cfg, "computer")
     with mlflow_run(cfg.mlflow.experiment, name, _params(cfg, llm),
                     cfg.mlflow.tracking_uri, {"ringbit.agent": "computer"}, log=log) as (client, run_id):
@@ -189,14 +192,18 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
                       success_rate=sum(bool(x.get("success")) for x in done) / len(done))
 
         try:
-            results = pool.run_all(episodes, on_result=on_result)
+            results = pool.run_all(episodes[:len(keys)], on_result=on_result)
+            if cfg.ablation:  # the same episodes without reflection
+                results += _ablation_episodes(results, episodes[len(keys):], cfg, pool, on_result)
         finally:
             pool.shutdown()
         wall = time.perf_counter() - began
         with_reflection = [r for r in results if r.get("reflection", True)]
         summary = computer_summary(with_reflection, cfg)
+        played = [r for r in results if not r.get("reused_trial_1")]
         metrics = {"success_rate": summary["success_rate"], "episodes": len(results),
-                   "episodes_per_minute": 60 * len(results) / wall, "errors": summary["errors"],
+                   "episodes_reused": len(results) - len(played),
+                   "episodes_per_minute": 60 * len(played) / wall, "errors": summary["errors"],
                    "llm_s_per_step": summary["llm_s_per_step"],
                    "browser_s_per_step": summary["browser_s_per_step"],
                    "llm_calls": summary["llm_calls"], "tokens": summary["tokens"],
@@ -226,7 +233,8 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
              "success": bool(r.get("success")), "trials_used": len(r.get("trials", [])),
              "raw_reward": next((t.get("raw_reward") for t in reversed(r.get("trials", []))
                                  if t.get("raw_reward") is not None), None),
-             "reward": r.get("reward"), "time_limit_s": cfg.episode_max_s or 10, "error": r.get("error") or ""}
+             "reward": r.get("reward"), "time_limit_s": cfg.episode_max_s or 10,
+             "reused_trial_1": bool(r.get("reused_trial_1")), "error": r.get("error") or ""}
             for r in results])
         rows = success_table(summary, plain)
         _log_csv(client, run_id, "success_table.csv", rows)
@@ -254,11 +262,29 @@ def run_computer_eval(cfg: ComputerEvalConfig, log=print) -> dict[str, Any]:
     return {"run_id": run_id, "metrics": metrics, "summary": summary, "no_reflection": plain}
 
 
+def _ablation_episodes(with_reflection: list[dict[str, Any]], episodes: list[dict[str, Any]],
+                       cfg: ComputerEvalConfig, pool, on_result) -> list[dict[str, Any]]:
+    """The ablation's episodes (no reflection), in `episodes` order. Until a trial fails, an
+    episode does not depend on reflection, so with greedy decoding (temperature 0) one solved
+    at trial 1 would replay the same trial: its result is reused (`reused_trial_1`), not rerun."""
+    solved_first = {(r["task"], r["seed"]): r for r in with_reflection
+                    if cfg.llm.temperature == 0 and r.get("success") and len(r.get("trials", [])) == 1
+                    and not r.get("error")}
+    reused = {}
+    for key, r in solved_first.items():
+        reused[key] = {**r, "reflection": False, "reused_trial_1": True}
+        on_result(reused[key])
+    ran = iter(pool.run_all([e for e in episodes if (e["task"], e["seed"]) not in reused], on_result=on_result))
+    return [reused.get((e["task"], e["seed"])) or next(ran) for e in episodes]
+
+
 def _trace_episodes(results: list[dict[str, Any]], cfg: ComputerEvalConfig, client, run_id: str, log) -> None:
     from ringbit.agents.tracing import flush, trace_computer_episode
 
     experiment = _trace_experiment(cfg, client, run_id)
     for r in results:
+        if r.get("reused_trial_1"):
+            continue  # the same episode as its reflection twin, traced once
         try:
             trace_computer_episode(r, run_id, experiment, {"ringbit.agent": "computer", "ringbit.task": r["task"],
                                                            "ringbit.seed": str(r["seed"])})

@@ -65,6 +65,9 @@ class ComputerEvalConfig(StrictModel):
     episode_max_s: float | None = Field(
         300.0, gt=0, description="MiniWoB++ ends an episode after 10 s, LLM thinking included; this "
                                  "raises the limit for real LLMs (None = the benchmark's 10 s).")
+    plan_max_tokens: int = Field(256, ge=8, le=4096, description="Most tokens of one planning answer (a plan is "
+                                                                 "one action per line: ~10 tokens each).")
+    reflect_max_tokens: int = Field(96, ge=8, le=4096, description="Most tokens of one reflection answer.")
     browsers: int = Field(2, ge=1, le=32, description="Browser actors (one headless Chromium each, ~400 MiB).")
     cpus_per_browser: float = Field(0.5, gt=0, le=16, description="Ray CPUs reserved per browser actor.")
     llm: AgentLLMConfig = Field(default_factory=AgentLLMConfig)
