@@ -28,7 +28,8 @@ SHIPPED = {
     "finetune-evaluator.yaml": "finetune-evaluator", "finetune-react.yaml": "finetune-react",
     "finetune-evaluator-smollm2.yaml": "finetune-evaluator", "finetune-evaluator-smollm2-lora.yaml": "finetune-evaluator",
     "finetune-react-smollm2.yaml": "finetune-react", "finetune-react-smollm2-lora.yaml": "finetune-react",
-    "agents-computer.yaml": "eval-computer", "agents-react.yaml": "eval-react",
+    "agents-computer.yaml": "eval-computer", "agents-computer-smollm2.yaml": "eval-computer",
+    "agents-react.yaml": "eval-react",
     "agents-memwalker.yaml": "eval-memwalker", "agents-computer-demos.yaml": "computer-demos",
     "finetune-computer-smollm2.yaml": "finetune-computer", "finetune-computer-smollm2-lora.yaml": "finetune-computer",
 }
