@@ -116,7 +116,19 @@ def main() -> None:
     tasks = args.tasks.split(",")
     episodes = [{"task": tasks[i % len(tasks)], "seed": i, "llm": llm_cfg, "trials": args.trials,
                  "max_steps": args.max_steps, "episode_max_s": 300} for i in range(args.episodes)]
-    rows = [measure(b, episodes) for b in args.browsers]
+    from ringbit.agents.browsers import BrowserPoolUnschedulable
+
+    rows = []
+    for b in sorted(args.browsers):  # one line per pool size as it finishes: a measurement takes minutes
+        print(f"measuring {len(episodes)} episodes on {b} browser(s) …", flush=True)
+        try:
+            rows.append(measure(b, episodes))
+        except BrowserPoolUnschedulable as exc:  # larger pools will not fit either
+            print(f"  skipped {b} browser(s) and more: {exc}", flush=True)
+            break
+        print(f"  {rows[-1]['episodes_per_minute']:.1f} episodes/min, {rows[-1]['actions']} actions", flush=True)
+    if not rows:
+        sys.exit("error: no pool size could be measured (see above)")
     if deployed:
         from ray import serve
 

@@ -149,3 +149,19 @@ def test_dead_actor_is_replaced(pool, llm_double):
     # The other actor was killed too: its next episode fails, and is replaced; then all is well.
     results = [pool.run(**episode(llm, s), timeout_s=120) for s in (12, 13, 14)]
     assert results[-1]["success"] and pool.replaced == before + 2, [r.get("error") for r in results]
+
+
+def test_a_pool_the_cluster_cannot_place_fails_with_the_fix_instead_of_waiting(local_ray, llm_double):
+    import ray
+
+    from ringbit.agents.browsers import BrowserPool, BrowserPoolUnschedulable
+
+    _, llm = llm_double
+    total = ray.cluster_resources()["CPU"]
+    p = BrowserPool(1, cpus_per_browser=total + 1, start_timeout_s=5)  # more CPU than the cluster has
+    try:
+        with pytest.raises(BrowserPoolUnschedulable) as err:
+            p.run_all([episode(llm, 0)])
+        assert "did not all start within 5 s" in str(err.value) and "--browsers" in str(err.value)
+    finally:
+        p.shutdown()

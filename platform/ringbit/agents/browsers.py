@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 
 import ray
 
+from ringbit.train.resources import PlacementTimeout
+
 EventFn = Callable[[dict[str, Any]], None]
 
 
@@ -101,11 +103,16 @@ class BrowserWorker:
         return os.getpid()
 
 
+class BrowserPoolUnschedulable(PlacementTimeout):
+    """The pool's browser actors cannot all be placed on the cluster (not enough free CPU); a job
+    ending on it prints the message alone, like the workers' placement timeout."""
+
+
 class BrowserPool:
     """`size` browser actors; `run()` plays one episode on a free actor (blocking), `run_all()`
     plays many in parallel. Thread-safe: the Serve app and evaluation jobs call it from threads."""
 
-    def __init__(self, size: int, cpus_per_browser: float = 0.5) -> None:
+    def __init__(self, size: int, cpus_per_browser: float = 0.5, start_timeout_s: float = 120) -> None:
         import os
 
         # Chromium and chromedriver paths travel with the actors (set by the README's setup).
@@ -114,10 +121,30 @@ class BrowserPool:
             num_cpus=cpus_per_browser, max_concurrency=2,
             runtime_env={"env_vars": env_vars} if env_vars else None)
         self.size = size
+        self.cpus_per_browser = cpus_per_browser
+        self.start_timeout_s = start_timeout_s
         self._free: queue.Queue = queue.Queue()
         for _ in range(size):
             self._free.put(self._remote.remote())
         self.replaced = 0
+        self._started = False
+
+    def _wait_started(self) -> None:
+        """Every actor placed and running, or a BrowserPoolUnschedulable naming the fix: an actor
+        the cluster has no CPU for stays pending, and a call to it would wait forever."""
+        if self._started:
+            return
+        actors = list(self._free.queue)
+        try:
+            ray.get([a.pid.remote() for a in actors], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+            raise BrowserPoolUnschedulable(
+                f"{self.size} browser actors x {self.cpus_per_browser:g} CPU did not all start within "
+                f"{self.start_timeout_s:g} s: the cluster has {free:g} of {total:g} CPUs free (Serve replicas and "
+                "other jobs hold the rest). Use fewer browsers (--browsers), a smaller cpus_per_browser, "
+                "or free CPUs (ringbit serve down APP, ringbit stop JOB)") from None
+        self._started = True
 
     def run(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
             episode_max_s: float | None = None, on_event: EventFn | None = None,
@@ -174,6 +201,8 @@ class BrowserPool:
                 method: str = "run") -> list[dict[str, Any]]:
         """Episodes (keyword arguments of `method`: run's {task, seed, llm, trials, max_steps,
         episode_max_s}, or demonstrate's) over all actors; results in input order."""
+        self._wait_started()
+
         def one(ep: dict[str, Any]) -> dict[str, Any]:
             result = getattr(self, method)(**ep)
             if on_result:
@@ -186,8 +215,9 @@ class BrowserPool:
     def shutdown(self) -> None:
         while not self._free.empty():
             actor = self._free.get_nowait()
-            try:
-                ray.get(actor.close.remote(), timeout=30)
-            except Exception:
-                pass
+            if self._started:  # an actor never placed has no browser to close
+                try:
+                    ray.get(actor.close.remote(), timeout=30)
+                except Exception:
+                    pass
             ray.kill(actor)
