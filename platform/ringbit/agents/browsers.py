@@ -127,24 +127,23 @@ class BrowserPool:
         for _ in range(size):
             self._free.put(self._remote.remote())
         self.replaced = 0
-        self._started = False
 
     def _wait_started(self) -> None:
         """Every actor placed and running, or a BrowserPoolUnschedulable naming the fix: an actor
-        the cluster has no CPU for stays pending, and a call to it would wait forever."""
-        if self._started:
-            return
+        the cluster has no CPU for stays pending, and a call to it would wait forever. The pool is
+        emptied then (no actor has a browser yet: a browser starts with the first episode)."""
         actors = list(self._free.queue)
         try:
             ray.get([a.pid.remote() for a in actors], timeout=self.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
+            while not self._free.empty():
+                ray.kill(self._free.get_nowait())
             free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
             raise BrowserPoolUnschedulable(
                 f"{self.size} browser actors x {self.cpus_per_browser:g} CPU did not all start within "
                 f"{self.start_timeout_s:g} s: the cluster has {free:g} of {total:g} CPUs free (Serve replicas and "
                 "other jobs hold the rest). Use fewer browsers (--browsers), a smaller cpus_per_browser, "
                 "or free CPUs (ringbit serve down APP, ringbit stop JOB)") from None
-        self._started = True
 
     def run(self, task: str, seed: int, llm: dict[str, Any], trials: int, max_steps: int,
             episode_max_s: float | None = None, on_event: EventFn | None = None,
@@ -215,9 +214,8 @@ class BrowserPool:
     def shutdown(self) -> None:
         while not self._free.empty():
             actor = self._free.get_nowait()
-            if self._started:  # an actor never placed has no browser to close
-                try:
-                    ray.get(actor.close.remote(), timeout=30)
-                except Exception:
-                    pass
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except Exception:
+                pass
             ray.kill(actor)
