@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ringbit.agents.computer.config import (ComputerDemosConfig, ComputerEvalConfig, ComputerFinetuneConfig,
                                            with_resolved_tasks)
-from ringbit.agents.memwalker_config import MemWalkerEvalConfig
+from ringbit.agents.memwalker_config import MemWalkerEvalConfig, MemWalkerFinetuneConfig
 from ringbit.agents.react.config import ReactEvalConfig, ReactFinetuneConfig
 from ringbit.config import ConfigError, StrictModel, load_config
 from ringbit.evaluator.config import FinetuneConfig
@@ -74,6 +74,9 @@ WORKFLOWS: dict[str, Workflow] = {
     "eval-memwalker": Workflow(MemWalkerEvalConfig, "jobs/eval_memwalker.py",
                                "ringbit.agents.evaluation:run_memwalker_eval",
                                "evaluate MemWalker on synthetic long documents.", unit="questions"),
+    "finetune-memwalker": Workflow(MemWalkerFinetuneConfig, "jobs/finetune_memwalker.py",
+                                   "ringbit.agents.memwalker_finetune:run_memwalker_finetune",
+                                   "fine-tune a model as MemWalker's reader on the generator's traces."),
 }
 
 

@@ -232,6 +232,27 @@ def test_finetune_computer_job_learns_the_demonstrations(served, computer_demos)
     assert client.get_model_version_by_alias("tiny-computer-agent", "current").run_id == run.info.run_id
 
 
+def test_finetune_memwalker_job_learns_the_teachers_traces(served):
+    env, client, _, model_dir = served
+    proc = ringbit("submit", "finetune-memwalker", "-c", "jobs/configs/finetune-memwalker-smollm2.yaml",
+                   "--name", "t-memwalker-sft", "--set", f"base_model={model_dir}",
+                   "--set", "data.n_docs=4", "--set", "data.n_words=[400]", "--set", "data.segment_words=60",
+                   "--set", "data.fanout=3", "--set", "data.val_fraction=0.25",
+                   "--set", "train.max_steps=4", "--set", "train.eval_interval=2",
+                   "--set", "train.checkpoint_interval=4", "--set", "train.warmup_steps=1",
+                   "--set", "train.lr=3e-3", "--set", "train.global_batch_size=2",
+                   "--set", "mlflow.experiment=ringbit-tests-agents", "--set", "workers.cpus_per_worker=0.5",
+                   "--set", "mlflow.registered_model=tiny-memwalker-reader", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "teacher traces:" in proc.stdout and "navigate" in proc.stdout  # what it learns, counted
+    exp = client.get_experiment_by_name("ringbit-tests-agents")
+    run = client.search_runs([exp.experiment_id], "tags.`ringbit.job_name` = 't-memwalker-sft'")[0]
+    assert run.info.status == "FINISHED"
+    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
+    assert [s for s, _ in ppl] == [2, 4] and ppl[1][1] < ppl[0][1], ppl
+    assert client.get_model_version_by_alias("tiny-memwalker-reader", "current").run_id == run.info.run_id
+
+
 def test_unreachable_llm_fails_the_job_clearly(served):
     env, _, _, _ = served
     proc = ringbit("agents", "eval", "memwalker", "--docs", "1", "--words", "200",

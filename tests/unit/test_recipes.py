@@ -32,6 +32,7 @@ SHIPPED = {
     "agents-react.yaml": "eval-react",
     "agents-memwalker.yaml": "eval-memwalker", "agents-computer-demos.yaml": "computer-demos",
     "finetune-computer-smollm2.yaml": "finetune-computer", "finetune-computer-smollm2-lora.yaml": "finetune-computer",
+    "finetune-memwalker-smollm2.yaml": "finetune-memwalker",
 }
 NEEDS_FIREACT = ("finetune-react.yaml", "agents-react.yaml", "finetune-react-smollm2.yaml", "finetune-react-smollm2-lora.yaml")
 

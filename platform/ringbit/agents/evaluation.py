@@ -475,7 +475,8 @@ def _read(method: str, ex: dict[str, Any], llm, cfg: MemWalkerEvalConfig) -> dic
     if method == "retrieve":
         return answer_retrieved(ex, llm, cfg.window_words, cfg.segment_words)
     try:
-        walk = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps)["rows"][0]
+        walk = evaluate_memwalker([ex], llm, cfg.segment_words, cfg.fanout, max_steps=cfg.max_steps,
+                                  summary_tokens=cfg.summary_tokens)["rows"][0]
     except Exception as exc:  # e.g. the endpoint refused a summary prompt: this document fails
         walk = {"answer": "", "answered": False, "correct": False, "steps": 0, "backtracks": 0,
                 "error": f"tree not built: {type(exc).__name__}: {exc}"}

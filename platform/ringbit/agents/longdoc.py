@@ -216,7 +216,7 @@ def is_correct(prediction: str, gold: str) -> bool:
 
 
 def evaluate_memwalker(examples: list[dict[str, Any]], llm: LLM, segment_words: int = 1000,
-                       fanout: int = 5, *, max_steps: int = 20,
+                       fanout: int = 5, *, max_steps: int = 20, summary_tokens: int = 256,
                        on_event: Callable[[dict[str, Any]], None] | None = None,
                        ) -> dict[str, Any]:
     """Run MemWalker on each example ({"document", "question", "answer", ...}); the memory tree
@@ -230,7 +230,7 @@ def evaluate_memwalker(examples: list[dict[str, Any]], llm: LLM, segment_words: 
     for i, ex in enumerate(examples):
         key = doc_hash(ex["document"])
         if key not in trees:
-            trees[key] = build_tree(ex["document"], llm, segment_words, fanout)
+            trees[key] = build_tree(ex["document"], llm, segment_words, fanout, summary_tokens=summary_tokens)
         walk = navigate(trees[key], ex["question"], llm, max_steps=max_steps, on_event=on_event)
         rows.append({"id": ex.get("id", i), "question": ex["question"], "gold": ex["answer"],
                      "answer": walk.answer, "answered": walk.answered,
