@@ -61,6 +61,16 @@ def artifact_rows(client, run_id: str, name: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+def assert_fine_tune_learned(client, job_name: str, registered_model: str) -> None:
+    """A 4-step fine-tune finished, its held-out val_ppl fell from step 2 to 4, and its model is @current."""
+    exp = client.get_experiment_by_name("ringbit-tests-agents")
+    run = client.search_runs([exp.experiment_id], f"tags.`ringbit.job_name` = '{job_name}'")[0]
+    assert run.info.status == "FINISHED"
+    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
+    assert [s for s, _ in ppl] == [2, 4] and ppl[1][1] < ppl[0][1], ppl
+    assert client.get_model_version_by_alias(registered_model, "current").run_id == run.info.run_id
+
+
 COMMON = ("--set", "mlflow.experiment=ringbit-tests-agents")
 
 
@@ -224,12 +234,7 @@ def test_finetune_computer_job_learns_the_demonstrations(served, computer_demos)
                    "--set", "mlflow.experiment=ringbit-tests-agents", "--set", "workers.cpus_per_worker=0.5",
                    "--set", "mlflow.registered_model=tiny-computer-agent", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = client.get_experiment_by_name("ringbit-tests-agents")
-    run = client.search_runs([exp.experiment_id], "tags.`ringbit.job_name` = 't-computer-sft'")[0]
-    assert run.info.status == "FINISHED"
-    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
-    assert [s for s, _ in ppl] == [2, 4] and ppl[1][1] < ppl[0][1], ppl
-    assert client.get_model_version_by_alias("tiny-computer-agent", "current").run_id == run.info.run_id
+    assert_fine_tune_learned(client, "t-computer-sft", "tiny-computer-agent")
 
 
 def test_finetune_memwalker_job_learns_the_teachers_traces(served):
@@ -245,12 +250,7 @@ def test_finetune_memwalker_job_learns_the_teachers_traces(served):
                    "--set", "mlflow.registered_model=tiny-memwalker-reader", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "teacher traces:" in proc.stdout and "navigate" in proc.stdout  # what it learns, counted
-    exp = client.get_experiment_by_name("ringbit-tests-agents")
-    run = client.search_runs([exp.experiment_id], "tags.`ringbit.job_name` = 't-memwalker-sft'")[0]
-    assert run.info.status == "FINISHED"
-    ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_ppl"))
-    assert [s for s, _ in ppl] == [2, 4] and ppl[1][1] < ppl[0][1], ppl
-    assert client.get_model_version_by_alias("tiny-memwalker-reader", "current").run_id == run.info.run_id
+    assert_fine_tune_learned(client, "t-memwalker-sft", "tiny-memwalker-reader")
 
 
 def test_unreachable_llm_fails_the_job_clearly(served):

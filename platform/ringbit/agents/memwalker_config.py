@@ -12,6 +12,13 @@ from ringbit.agents.config import MAX_SEED, AgentLLMConfig
 from ringbit.config import StrictModel
 from ringbit.train.config import SFTConfig, TrackingConfig
 
+def _word_lengths(value: list[int], most: int) -> list[int]:
+    bad = [n for n in value if not 100 <= n <= most]
+    if bad:
+        raise ValueError(f"n_words {bad}: each length must be 100..{most:,} words")
+    return value
+
+
 Filler = Literal["lorem", "builtin:python-topics", "builtin:python-docs"]
 
 
@@ -52,10 +59,7 @@ class MemWalkerEvalConfig(StrictModel):
     @field_validator("n_words")
     @classmethod
     def _lengths(cls, value: list[int]) -> list[int]:
-        bad = [n for n in value if not 100 <= n <= 1_000_000]
-        if bad:
-            raise ValueError(f"n_words {bad}: each length must be 100..1,000,000 words")
-        return value
+        return _word_lengths(value, 1_000_000)
 
 
 class MemWalkerTraceDataConfig(StrictModel):
@@ -83,10 +87,7 @@ class MemWalkerTraceDataConfig(StrictModel):
     @field_validator("n_words")
     @classmethod
     def _lengths(cls, value: list[int]) -> list[int]:
-        bad = [n for n in value if not 100 <= n <= 200_000]
-        if bad:
-            raise ValueError(f"n_words {bad}: each length must be 100..200,000 words")
-        return value
+        return _word_lengths(value, 200_000)
 
 
 class MemWalkerFinetuneConfig(SFTConfig):
